@@ -11,6 +11,6 @@ pub mod writer;
 
 pub use error::{VssCode, VssError, VssResult};
 pub use guid::Guid;
-pub use provider::{ProviderInfo, ProviderType, VolumeInfo};
+pub use provider::{ProviderInfo, ProviderType, Volume, VolumeInfo};
 pub use snapshot::{attr, limits, ShadowProp, ShadowState, SnapshotContext};
 pub use writer::{last_error_text, WriterKind, WriterState, WriterStatus};

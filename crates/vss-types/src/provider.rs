@@ -49,6 +49,31 @@ pub struct ProviderInfo {
     pub supports: String,
 }
 
+/// A mounted filesystem as the service sees it when choosing a provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Mount point (the root of the filesystem), e.g. `/mnt/data`.
+    pub mount_point: String,
+    /// The mounted source, e.g. `/dev/loop3`.
+    pub device: String,
+    /// Filesystem type as in /proc/self/mountinfo: `btrfs`, `xfs`, `ext4`…
+    pub fs_type: String,
+    /// Filesystem UUID, when it could be read.
+    pub fs_uuid: Option<String>,
+    /// For btrfs: the mounted subvolume path (`/`, `/@home`…).
+    pub subvolume: Option<String>,
+    pub read_only: bool,
+    /// Derived from `fs_uuid` (or the device when there is none).
+    pub volume_guid: Guid,
+}
+
+impl Volume {
+    /// `\\?\Volume{GUID}\`.
+    pub fn volume_name(&self) -> String {
+        volume_name(self.volume_guid)
+    }
+}
+
 /// A volume that shadow copies could be made of (`vssadmin list volumes`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeInfo {
