@@ -1,0 +1,18 @@
+//! The coordinator of the shadow copy service: writer instances and their
+//! states, requestor sessions, the VSS sequence with its timeouts, the
+//! flush-and-hold step, catalog reconciliation at start. Transport-neutral:
+//! vssd adapts it to D-Bus.
+
+pub mod coordinator;
+pub mod documents;
+pub mod events;
+pub mod expose;
+pub mod hold;
+pub mod session;
+pub mod writers;
+
+pub use coordinator::{Coordinator, CoreConfig, VolumeResolver};
+pub use events::EventId;
+pub use hold::{Armed, WriteHold};
+pub use session::{Phase, SessionOptions};
+pub use writers::{NewWriter, WriterEndpoint, WriterInstance};
