@@ -9,6 +9,13 @@ pub mod provider;
 pub mod snapshot;
 pub mod writer;
 
+pub use documents::{
+    AlternateLocationMapping, BackupComponents, BackupSchema, BackupType, BcdComponent,
+    ComponentDependency, ComponentFlags, ComponentType, ExcludeFiles, FileRestoreStatus,
+    FileSpecBackupType, RestoreMethod, RestoreMethodInfo, RestoreSubcomponent, RestoreTarget,
+    SnapshotDescription, SnapshotSetDescription, SourceType, UsageType, WmComponent, WmFileDesc,
+    WriterComponents, WriterMetadata, WriterRestore,
+};
 pub use error::{VssCode, VssError, VssResult};
 pub use guid::Guid;
 pub use provider::{ProviderInfo, ProviderType, Volume, VolumeInfo};
