@@ -1,0 +1,324 @@
+//! Client side of vssd: [`Client`] for the admin queries and commands, and
+//! [`BackupComponents`] for a requestor session, the IVssBackupComponents
+//! analogue. A session belongs to this client's bus connection: if the
+//! process exits, vssd ends the session (BackupShutdown) and releases its
+//! non-persistent shadows.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use vss_dbus::proxies::RequestorProxy;
+use vss_dbus::vss_error_from_zbus;
+use vss_types::{
+    Guid, ProviderInfo, ShadowProp, SnapshotContext, VolumeInfo, VssCode, VssError, VssResult,
+    WriterStatus,
+};
+
+/// A connection to vssd.
+#[derive(Clone)]
+pub struct Client {
+    proxy: RequestorProxy<'static>,
+}
+
+fn call_err(e: zbus::Error) -> VssError {
+    match &e {
+        zbus::Error::MethodError(name, _, _)
+            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+                || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
+        {
+            service_unreachable(&e)
+        }
+        _ => vss_error_from_zbus(&e, VssCode::Unexpected),
+    }
+}
+
+fn service_unreachable(e: &dyn std::fmt::Display) -> VssError {
+    VssError::new(
+        VssCode::WriterInfrastructure,
+        format!("cannot reach the shadow copy service (vssd): {e}"),
+    )
+    .with_hint("Start it with `systemctl start vssd` (or run `vssd`), and check DBUS_SYSTEM_BUS_ADDRESS if you use a private bus.")
+}
+
+/// True when the error means vssd could not be reached at all.
+pub fn is_unreachable(e: &VssError) -> bool {
+    e.code == VssCode::WriterInfrastructure && e.message.starts_with("cannot reach")
+}
+
+fn parse<T: DeserializeOwned>(s: &str) -> VssResult<T> {
+    serde_json::from_str(s).map_err(|e| {
+        VssError::new(
+            VssCode::Unexpected,
+            format!("unexpected answer from vssd: {e}"),
+        )
+    })
+}
+
+fn map(filter: &[(&str, String)]) -> HashMap<String, String> {
+    filter
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// A set a crashed vssd left unfinished, found at start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AbortedSet {
+    pub set_id: Guid,
+    pub reason: String,
+    pub when_unix_ms: i64,
+    pub volumes: Vec<String>,
+}
+
+impl Client {
+    /// Connects to vssd on the system bus (honouring DBUS_SYSTEM_BUS_ADDRESS).
+    pub async fn connect() -> VssResult<Client> {
+        let conn = zbus::Connection::system()
+            .await
+            .map_err(|e| service_unreachable(&e))?;
+        Self::with_connection(&conn).await
+    }
+
+    pub async fn with_connection(conn: &zbus::Connection) -> VssResult<Client> {
+        let proxy = RequestorProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| service_unreachable(&e))?;
+        Ok(Client { proxy })
+    }
+
+    pub async fn list_writers(&self) -> VssResult<Vec<WriterStatus>> {
+        parse(&self.proxy.list_writers().await.map_err(call_err)?)
+    }
+
+    pub async fn list_providers(&self) -> VssResult<Vec<ProviderInfo>> {
+        parse(&self.proxy.list_providers().await.map_err(call_err)?)
+    }
+
+    pub async fn list_volumes(&self) -> VssResult<Vec<VolumeInfo>> {
+        parse(&self.proxy.list_volumes().await.map_err(call_err)?)
+    }
+
+    /// Shadows; filter keys `for`, `shadow`, `set`.
+    pub async fn list_shadows(&self, filter: &[(&str, String)]) -> VssResult<Vec<ShadowProp>> {
+        let m = map(filter);
+        let f: HashMap<&str, &str> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        parse(&self.proxy.list_shadows(f).await.map_err(call_err)?)
+    }
+
+    pub async fn list_aborted_sets(&self) -> VssResult<Vec<AbortedSet>> {
+        parse(&self.proxy.list_aborted_sets().await.map_err(call_err)?)
+    }
+
+    /// Deletes shadows; filter keys `for`, `shadow`, `set`, `oldest`, `all`.
+    pub async fn delete_shadows(&self, filter: &[(&str, String)]) -> VssResult<Vec<Guid>> {
+        let m = map(filter);
+        let f: HashMap<&str, &str> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        parse(&self.proxy.delete_shadows(f).await.map_err(call_err)?)
+    }
+
+    pub async fn expose_shadow(
+        &self,
+        id: Guid,
+        target: &str,
+        allow_users: bool,
+    ) -> VssResult<String> {
+        self.proxy
+            .expose_shadow(&id.to_string(), target, allow_users)
+            .await
+            .map_err(call_err)
+    }
+
+    pub async fn unexpose_shadow(&self, id: Guid) -> VssResult<()> {
+        self.proxy
+            .unexpose_shadow(&id.to_string())
+            .await
+            .map_err(call_err)
+    }
+
+    /// Starts a requestor session.
+    pub async fn backup_components(&self, options: SessionOptions) -> VssResult<BackupComponents> {
+        let json = serde_json::to_string(&options)
+            .map_err(|e| VssError::new(VssCode::Unexpected, e.to_string()))?;
+        let session = self.proxy.start_session(&json).await.map_err(call_err)?;
+        Ok(BackupComponents {
+            client: self.clone(),
+            session,
+            bcd: String::new(),
+        })
+    }
+
+    /// `vssadmin create shadow`: the whole sequence for one or more
+    /// volumes, persistent and with writers (ClientAccessibleWriters).
+    pub async fn create_shadow(&self, volumes: &[String]) -> VssResult<Vec<ShadowProp>> {
+        let mut bc = self
+            .backup_components(SessionOptions {
+                context: SnapshotContext::ClientAccessibleWriters,
+                backup_type: "copy".into(),
+                select_components: false,
+            })
+            .await?;
+        let r = async {
+            bc.gather_writer_metadata().await?;
+            bc.prepare_for_backup().await?;
+            bc.start_snapshot_set().await?;
+            for v in volumes {
+                bc.add_to_snapshot_set(v, Guid::NULL).await?;
+            }
+            let props = bc.do_snapshot_set().await?;
+            bc.backup_complete().await?;
+            Ok(props)
+        }
+        .await;
+        if r.is_err() {
+            let _ = bc.abort_backup().await;
+        }
+        let _ = bc.end().await;
+        r
+    }
+}
+
+/// Options of a requestor session (mirrors the service's).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionOptions {
+    pub context: SnapshotContext,
+    pub backup_type: String,
+    pub select_components: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            context: SnapshotContext::Backup,
+            backup_type: "full".into(),
+            select_components: false,
+        }
+    }
+}
+
+/// One writer's answer to Identify.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriterMetadataEntry {
+    pub status: WriterStatus,
+    /// The Writer Metadata Document (XML).
+    pub wmd: String,
+}
+
+/// A requestor session: the IVssBackupComponents analogue.
+pub struct BackupComponents {
+    client: Client,
+    session: String,
+    /// The Backup Components Document as it stands.
+    pub bcd: String,
+}
+
+impl BackupComponents {
+    pub fn session_id(&self) -> &str {
+        &self.session
+    }
+
+    pub async fn gather_writer_metadata(&mut self) -> VssResult<Vec<WriterMetadataEntry>> {
+        parse(
+            &self
+                .client
+                .proxy
+                .gather_writer_metadata(&self.session)
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    pub async fn prepare_for_backup(&mut self) -> VssResult<()> {
+        self.bcd = self
+            .client
+            .proxy
+            .prepare_for_backup(&self.session, &self.bcd)
+            .await
+            .map_err(call_err)?;
+        Ok(())
+    }
+
+    pub async fn start_snapshot_set(&mut self) -> VssResult<Guid> {
+        let s = self
+            .client
+            .proxy
+            .start_snapshot_set(&self.session)
+            .await
+            .map_err(call_err)?;
+        Guid::parse(&s)
+    }
+
+    pub async fn add_to_snapshot_set(&mut self, volume: &str, provider: Guid) -> VssResult<Guid> {
+        let p = if provider.is_null() {
+            String::new()
+        } else {
+            provider.to_string()
+        };
+        let s = self
+            .client
+            .proxy
+            .add_to_snapshot_set(&self.session, volume, &p)
+            .await
+            .map_err(call_err)?;
+        Guid::parse(&s)
+    }
+
+    pub async fn do_snapshot_set(&mut self) -> VssResult<Vec<ShadowProp>> {
+        let props = parse(
+            &self
+                .client
+                .proxy
+                .do_snapshot_set(&self.session)
+                .await
+                .map_err(call_err)?,
+        )?;
+        // Writers may edit the BCD at PostSnapshot: fetch it only now.
+        self.bcd = self
+            .client
+            .proxy
+            .get_backup_components(&self.session)
+            .await
+            .map_err(call_err)?;
+        Ok(props)
+    }
+
+    pub async fn backup_complete(&mut self) -> VssResult<()> {
+        self.bcd = self
+            .client
+            .proxy
+            .backup_complete(&self.session, &self.bcd)
+            .await
+            .map_err(call_err)?;
+        Ok(())
+    }
+
+    pub async fn gather_writer_status(&self) -> VssResult<Vec<WriterStatus>> {
+        parse(
+            &self
+                .client
+                .proxy
+                .gather_writer_status(&self.session)
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    pub async fn abort_backup(&self) -> VssResult<()> {
+        self.client
+            .proxy
+            .abort_backup(&self.session)
+            .await
+            .map_err(call_err)
+    }
+
+    /// Ends the session (BackupShutdown); non-persistent shadows go.
+    pub async fn end(self) -> VssResult<()> {
+        self.client
+            .proxy
+            .end_session(&self.session)
+            .await
+            .map_err(call_err)
+    }
+}

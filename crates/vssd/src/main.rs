@@ -1,0 +1,242 @@
+//! vssd: the shadow copy service.
+//!
+//! `vssd [--config FILE]` runs in the foreground on the D-Bus system bus
+//! (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), as a systemd `Type=notify`
+//! service in production.
+
+mod auth;
+mod bus;
+mod config;
+mod guard;
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use vss_catalog::Catalog;
+use vss_core::{Coordinator, CoreConfig, EventId, VolumeResolver};
+use vss_provider::Registry;
+use vss_types::{Volume, VssCode, VssError, VssResult};
+use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
+
+#[derive(Parser)]
+#[command(name = "vssd", version, about = "The shadow copy service")]
+struct Args {
+    /// Configuration file (default /etc/vss/vss.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Internal: run as the hold watchdog (started by vssd itself).
+    #[arg(long, hide = true)]
+    hold_watchdog: bool,
+}
+
+struct MountinfoResolver;
+
+impl VolumeResolver for MountinfoResolver {
+    fn volume_of(&self, path: &str) -> VssResult<Volume> {
+        vss_sys::mounts::volume_of(std::path::Path::new(path)).map_err(|e| {
+            VssError::new(
+                VssCode::ObjectNotFound,
+                format!("no mounted volume found for '{path}': {e}"),
+            )
+            .with_hint("Give a path on a mounted filesystem; `vssadmin list volumes` lists them.")
+        })
+    }
+
+    fn list(&self) -> VssResult<Vec<Volume>> {
+        vss_sys::mounts::list_volumes().map_err(|e| {
+            VssError::new(
+                VssCode::Unexpected,
+                format!("cannot read the mount table: {e}"),
+            )
+        })
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VSS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd, stderr already goes to the journal; use the journal's
+    // structured fields (EVENT_ID…) there, plain stderr elsewhere.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(j) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter).with(j).init();
+            return;
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.hold_watchdog {
+        return std::process::ExitCode::from(guard::watchdog_main() as u8);
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vssd: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<VssError>() {
+                Some(v) => {
+                    tracing::error!("{v}");
+                    eprintln!("Error: {v}\nHint: {}", v.hint());
+                }
+                None => {
+                    tracing::error!("{e:#}");
+                    eprintln!("Error: {e:#}");
+                }
+            }
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let cfg = config::Config::load(args.config.as_deref())?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.state_dir)
+        .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    let catalog = Arc::new(Catalog::open(&cfg.state_dir.join("catalog.db"))?);
+
+    let mut providers = Registry::new();
+    if cfg.providers.btrfs {
+        providers.register(Arc::new(vss_provider_btrfs::BtrfsProvider::new()))?;
+    }
+    if cfg.providers.simulated {
+        providers.register(Arc::new(vss_provider::sim::SimProvider::new(
+            Duration::from_millis(cfg.providers.simulated_commit_delay_ms),
+        )))?;
+    }
+
+    let core = Coordinator::new(
+        CoreConfig {
+            writer_timeout: Duration::from_secs(cfg.writer_timeout_secs),
+            writer_timeouts: cfg.writer_timeouts(),
+            hold_limit: Duration::from_millis(cfg.hold_limit_ms),
+            machine: hostname(),
+            state_dir: cfg.state_dir.clone(),
+        },
+        providers,
+        catalog,
+        Arc::new(guard::SystemHold),
+        Arc::new(MountinfoResolver),
+    );
+    // Thaw and undo whatever a crashed vssd left behind before anything
+    // else, so a frozen filesystem is released as early as possible.
+    core.recover().await?;
+
+    let operators_gid = match &cfg.operators_group {
+        Some(g) => Some(read_group_gid(g).ok_or_else(|| {
+            VssError::new(
+                VssCode::InvalidArg,
+                format!("operators-group '{g}' does not exist"),
+            )
+            .with_hint("Create the group (groupadd) or fix operators-group in /etc/vss/vss.toml.")
+        })?),
+        None => None,
+    };
+    let policy = Arc::new(auth::Policy {
+        operators_gid,
+        operators_group: cfg.operators_group.clone(),
+        allowed_writer_uids: cfg.allowed_writer_uids.clone(),
+    });
+
+    let conn = zbus::Connection::system().await.map_err(|e| {
+        VssError::new(
+            VssCode::WriterInfrastructure,
+            format!("cannot connect to the system bus: {e}"),
+        )
+        .with_hint("Start the D-Bus system bus (dbus.service), or set DBUS_SYSTEM_BUS_ADDRESS.")
+    })?;
+    let dbus = DBusProxy::new(&conn).await?;
+    conn.object_server()
+        .at(
+            vss_dbus::SERVICE_PATH,
+            bus::Requestor {
+                core: core.clone(),
+                policy: policy.clone(),
+                dbus: dbus.clone(),
+            },
+        )
+        .await?;
+    conn.object_server()
+        .at(
+            vss_dbus::SERVICE_PATH,
+            bus::WriterHost {
+                core: core.clone(),
+                policy: policy.clone(),
+                dbus: dbus.clone(),
+                conn: conn.clone(),
+            },
+        )
+        .await?;
+    tokio::spawn(bus::watch_disconnects(core.clone(), dbus.clone()));
+    let reply = dbus
+        .request_name(
+            vss_dbus::SERVICE_NAME.try_into()?,
+            RequestNameFlags::DoNotQueue.into(),
+        )
+        .await?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(VssError::new(
+            VssCode::ObjectAlreadyExists,
+            format!(
+                "{} is already owned on this bus: another vssd is running",
+                vss_dbus::SERVICE_NAME
+            ),
+        )
+        .into());
+    }
+
+    tracing::info!(event_id = EventId::ServiceStarted.id(), state_dir = %cfg.state_dir.display(), "vssd started");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!(event_id = EventId::ServiceStopping.id(), "vssd stopping");
+    Ok(())
+}
+
+fn read_group_gid(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.next()?;
+        f.next()?.parse().ok()
+    })
+}
