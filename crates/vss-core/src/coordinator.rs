@@ -99,9 +99,9 @@ fn record_volume(r: &ShadowRecord) -> Volume {
 
 /// Runs a blocking provider call off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> VssResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        VssError::new(VssCode::Unexpected, format!("provider task failed: {e}"))
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VssError::new(VssCode::Unexpected, format!("provider task failed: {e}")))
 }
 
 impl Coordinator {
@@ -197,7 +197,9 @@ impl Coordinator {
             v
         };
         for id in ids {
-            let Some(s) = self.session_ref(id) else { continue };
+            let Some(s) = self.session_ref(id) else {
+                continue;
+            };
             let is_owner = s.lock().await.owner == owner;
             if is_owner {
                 let _ = self.end_session(owner, id).await;
@@ -269,14 +271,18 @@ impl Coordinator {
         });
         s.metadata = join_all(calls).await.into_iter().flatten().collect();
         s.phase = Phase::MetadataGathered;
-        Ok(s
-            .metadata
+        Ok(s.metadata
             .iter()
             .map(|(w, wmd)| (w.status(), wmd.clone()))
             .collect())
     }
 
-    pub async fn prepare_for_backup(&self, owner: &str, id: Guid, bcd: String) -> VssResult<String> {
+    pub async fn prepare_for_backup(
+        &self,
+        owner: &str,
+        id: Guid,
+        bcd: String,
+    ) -> VssResult<String> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
         if s.phase != Phase::MetadataGathered {
@@ -286,7 +292,8 @@ impl Coordinator {
             }
         }
         s.bcd = bcd;
-        s.participants = crate::documents::participants(&s.bcd, &s.metadata, s.options.select_components)?;
+        s.participants =
+            crate::documents::participants(&s.bcd, &s.metadata, s.options.select_components)?;
         let parts = s.participants.clone();
         let set_hint = Guid::NULL;
         let bcd_now = s.bcd.clone();
@@ -295,7 +302,11 @@ impl Coordinator {
             async move {
                 let deadline = tokio::time::Instant::now() + w.timeout;
                 let r = w
-                    .call("PrepareForBackup", deadline, w.endpoint.prepare_for_backup(set_hint, bcd))
+                    .call(
+                        "PrepareForBackup",
+                        deadline,
+                        w.endpoint.prepare_for_backup(set_hint, bcd),
+                    )
                     .await;
                 (w.clone(), r)
             }
@@ -305,7 +316,7 @@ impl Coordinator {
         for (w, r) in results {
             match r {
                 Ok(returned) => {
-                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id)?;
+                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id, w.instance_id)?;
                 }
                 Err(e) => {
                     let e = e.into_vss(&w, "PrepareForBackup");
@@ -365,21 +376,24 @@ impl Coordinator {
         if s.members.len() >= limits::MAX_VOLUMES_PER_SET {
             return Err(VssError::new(
                 VssCode::MaximumNumberOfVolumesReached,
-                format!("the snapshot set already holds {} volumes", limits::MAX_VOLUMES_PER_SET),
+                format!(
+                    "the snapshot set already holds {} volumes",
+                    limits::MAX_VOLUMES_PER_SET
+                ),
             ));
         }
         let volume = self.volumes.volume_of(path)?;
         if s.by_mount.contains_key(&volume.mount_point) {
             return Err(VssError::new(
                 VssCode::ObjectAlreadyExists,
-                format!("volume {} is already in the snapshot set", volume.mount_point),
+                format!(
+                    "volume {} is already in the snapshot set",
+                    volume.mount_point
+                ),
             ));
         }
         let provider = self.providers.choose(&volume, provider_id)?;
-        let existing = self
-            .catalog
-            .shadows_of_volume(&volume.mount_point)?
-            .len();
+        let existing = self.catalog.shadows_of_volume(&volume.mount_point)?.len();
         if existing >= limits::MAX_SHADOWS_PER_VOLUME {
             return Err(VssError::new(
                 VssCode::MaximumNumberOfSnapshotsReached,
@@ -416,7 +430,10 @@ impl Coordinator {
     }
 
     fn holds_state_dir(&self, volume: &Volume) -> bool {
-        match self.volumes.volume_of(&self.cfg.state_dir.to_string_lossy()) {
+        match self
+            .volumes
+            .volume_of(&self.cfg.state_dir.to_string_lossy())
+        {
             Ok(v) => v.mount_point == volume.mount_point,
             Err(_) => false,
         }
@@ -431,8 +448,10 @@ impl Coordinator {
             return Err(bad_state("DoSnapshotSet", s.phase));
         }
         if s.members.is_empty() {
-            return Err(VssError::new(VssCode::BadState, "the snapshot set holds no volume")
-                .with_hint("Add a volume with AddToSnapshotSet first."));
+            return Err(
+                VssError::new(VssCode::BadState, "the snapshot set holds no volume")
+                    .with_hint("Add a volume with AddToSnapshotSet first."),
+            );
         }
         let result = self.run_snapshot_set(&mut s).await;
         self.free_slot(id);
@@ -499,13 +518,21 @@ impl Coordinator {
                 w.set_state(WriterState::WaitingForFreeze);
                 let deadline = tokio::time::Instant::now() + w.timeout;
                 let r = w
-                    .call("PrepareForSnapshot", deadline, w.endpoint.prepare_for_snapshot(set_id, mounts))
+                    .call(
+                        "PrepareForSnapshot",
+                        deadline,
+                        w.endpoint.prepare_for_snapshot(set_id, mounts),
+                    )
                     .await;
                 (w.clone(), r)
             }
         }))
         .await;
-        if let Some(e) = self.first_failure(results, WriterState::FailedAtPrepareSnapshot, "PrepareForSnapshot") {
+        if let Some(e) = self.first_failure(
+            results,
+            WriterState::FailedAtPrepareSnapshot,
+            "PrepareForSnapshot",
+        ) {
             self.abort_writers(&writers, set_id).await;
             return Err(e);
         }
@@ -513,7 +540,10 @@ impl Coordinator {
         // Providers prepare (BeginPrepareSnapshot / EndPrepareSnapshots).
         for (v, p, sid) in &members {
             let (v2, p2, sid2) = (v.clone(), p.clone(), *sid);
-            if let Err(e) = blocking(move || p2.prepare(&v2, sid2)).await.and_then(|r| r) {
+            if let Err(e) = blocking(move || p2.prepare(&v2, sid2))
+                .await
+                .and_then(|r| r)
+            {
                 self.abort_providers(&members).await;
                 self.abort_writers(&writers, set_id).await;
                 return Err(e);
@@ -613,7 +643,13 @@ impl Coordinator {
             let bcd = bcd_now.clone();
             async move {
                 let deadline = tokio::time::Instant::now() + w.timeout;
-                let r = w.call("PostSnapshot", deadline, w.endpoint.post_snapshot(set_id, bcd)).await;
+                let r = w
+                    .call(
+                        "PostSnapshot",
+                        deadline,
+                        w.endpoint.post_snapshot(set_id, bcd),
+                    )
+                    .await;
                 (w.clone(), r)
             }
         }))
@@ -622,7 +658,7 @@ impl Coordinator {
             match r {
                 Ok(returned) => {
                     w.set_state(WriterState::WaitingForBackupComplete);
-                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id)?;
+                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id, w.instance_id)?;
                 }
                 // A PostSnapshot failure does not fail the set (VSS).
                 Err(e) => {
@@ -631,7 +667,7 @@ impl Coordinator {
                 }
             }
         }
-        s.bcd = crate::documents::describe_set(&s.bcd, set_id, s.options.context.value(), &props)?;
+        s.bcd = crate::documents::describe_set(&s.bcd, &s.options.backup_type, set_id, s.options.context.value(), &props)?;
         Ok(props)
     }
 
@@ -650,7 +686,9 @@ impl Coordinator {
                 // A timeout is the most telling cause; report it first.
                 match &first {
                     Some(f) if f.code == VssCode::WriterErrorTimeout => {}
-                    _ if e.code == VssCode::WriterErrorTimeout || first.is_none() => first = Some(e),
+                    _ if e.code == VssCode::WriterErrorTimeout || first.is_none() => {
+                        first = Some(e)
+                    }
                     _ => {}
                 }
             }
@@ -684,6 +722,9 @@ impl Coordinator {
                 .collect(),
         })?;
         let limit = self.cfg.hold_limit;
+        // The watchdog's clock starts at arming; the commit deadline must
+        // not be later than the watchdog's, so it is measured from here too.
+        let arm_start = Instant::now();
         let armed = self.hold.arm(set_id, &freeze_mounts, limit)?;
         let hold_start = Instant::now();
         tracing::info!(event_id = EventId::HoldStarted.id(), set = %set_id, volumes = ?freeze_mounts, "holding writes");
@@ -693,7 +734,7 @@ impl Coordinator {
         let hold = self.hold.clone();
         let members_owned: Vec<(Volume, Arc<dyn Provider>, Guid)> = members.to_vec();
         let fm = freeze_mounts.clone();
-        let deadline = hold_start + limit;
+        let deadline = arm_start + limit;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("vss-hold".into())
@@ -701,7 +742,12 @@ impl Coordinator {
                 let r = hold_and_commit(&*hold, &fm, &members_owned, deadline);
                 let _ = tx.send(r);
             })
-            .map_err(|e| VssError::new(VssCode::Unexpected, format!("cannot start the hold thread: {e}")))?;
+            .map_err(|e| {
+                VssError::new(
+                    VssCode::Unexpected,
+                    format!("cannot start the hold thread: {e}"),
+                )
+            })?;
         // The blocking side enforces the limit between commits; the watchdog
         // process enforces it even if this process is stuck.
         let outcome = tokio::time::timeout(limit + Duration::from_secs(2), rx).await;
@@ -716,7 +762,10 @@ impl Coordinator {
                 }
                 Err(VssError::new(
                     VssCode::HoldWritesTimeout,
-                    format!("the provider did not commit within the hold limit of {} ms", limit.as_millis()),
+                    format!(
+                        "the provider did not commit within the hold limit of {} ms",
+                        limit.as_millis()
+                    ),
                 ))
             }
         };
@@ -765,7 +814,13 @@ impl Coordinator {
             let bcd = bcd_now.clone();
             async move {
                 let deadline = tokio::time::Instant::now() + w.timeout;
-                let r = w.call("BackupComplete", deadline, w.endpoint.backup_complete(set_id, bcd)).await;
+                let r = w
+                    .call(
+                        "BackupComplete",
+                        deadline,
+                        w.endpoint.backup_complete(set_id, bcd),
+                    )
+                    .await;
                 (w.clone(), r)
             }
         }))
@@ -776,7 +831,7 @@ impl Coordinator {
                     if !w.state().is_failed() {
                         w.set_state(WriterState::Stable);
                     }
-                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id)?;
+                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id, w.instance_id)?;
                 }
                 Err(e) => {
                     let e = e.into_vss(&w, "BackupComplete");
@@ -788,7 +843,11 @@ impl Coordinator {
         Ok(s.bcd.clone())
     }
 
-    pub async fn gather_writer_status(&self, owner: &str, id: Guid) -> VssResult<Vec<WriterStatus>> {
+    pub async fn gather_writer_status(
+        &self,
+        owner: &str,
+        id: Guid,
+    ) -> VssResult<Vec<WriterStatus>> {
         let s = self.session(owner, id).await?;
         let s = s.lock().await;
         let parts: Vec<Arc<WriterInstance>> = if s.participants.is_empty() {
@@ -840,7 +899,14 @@ impl Coordinator {
         let parts = s.participants.clone();
         join_all(parts.iter().map(|w| async move {
             let deadline = tokio::time::Instant::now() + w.timeout;
-            match w.call("BackupShutdown", deadline, w.endpoint.backup_shutdown(set_id)).await {
+            match w
+                .call(
+                    "BackupShutdown",
+                    deadline,
+                    w.endpoint.backup_shutdown(set_id),
+                )
+                .await
+            {
                 Ok(()) => {}
                 Err(e) => {
                     let e = e.into_vss(w, "BackupShutdown");
@@ -854,7 +920,9 @@ impl Coordinator {
             for sid in ids {
                 if self.catalog.shadow(sid).is_ok() {
                     match self.delete_one(sid).await {
-                        Ok(()) => tracing::info!(event_id = EventId::ShadowReleased.id(), shadow = %sid, "non-persistent shadow released"),
+                        Ok(()) => {
+                            tracing::info!(event_id = EventId::ShadowReleased.id(), shadow = %sid, "non-persistent shadow released")
+                        }
                         Err(e) => tracing::warn!(shadow = %sid, "could not release shadow: {e}"),
                     }
                 }
@@ -966,7 +1034,12 @@ impl Coordinator {
         Ok(deleted)
     }
 
-    pub async fn expose_shadow(&self, id: Guid, target: &str, allow_users: bool) -> VssResult<String> {
+    pub async fn expose_shadow(
+        &self,
+        id: Guid,
+        target: &str,
+        allow_users: bool,
+    ) -> VssResult<String> {
         let mut r = self.catalog.shadow(id)?;
         if r.prop.state != ShadowState::Created {
             return Err(VssError::new(
@@ -979,11 +1052,15 @@ impl Coordinator {
                 VssCode::ObjectAlreadyExists,
                 format!("shadow copy {id} is already exposed at {e}"),
             )
-            .with_hint(format!("Unexpose it first: `vssadmin unexpose shadow /shadow={id}`.")));
+            .with_hint(format!(
+                "Unexpose it first: `vssadmin unexpose shadow /shadow={id}`."
+            )));
         }
         let target_path = PathBuf::from(target);
         if !target_path.is_absolute() {
-            return Err(VssError::invalid_arg(format!("/to={target} must be an absolute path")));
+            return Err(VssError::invalid_arg(format!(
+                "/to={target} must be an absolute path"
+            )));
         }
         crate::expose::prepare_target(&target_path, allow_users)?;
         let p = self.provider_of(&r)?;
@@ -1030,9 +1107,13 @@ impl Coordinator {
                 vols.push(v.mount_point.clone());
                 if v.frozen_by_service {
                     match self.hold.thaw(&v.mount_point) {
-                        Ok(true) => tracing::warn!(event_id = EventId::ThawedAtStart.id(), volume = %v.mount_point, set = %set.set_id, "thawed a filesystem a previous vssd left frozen"),
+                        Ok(true) => {
+                            tracing::warn!(event_id = EventId::ThawedAtStart.id(), volume = %v.mount_point, set = %set.set_id, "thawed a filesystem a previous vssd left frozen")
+                        }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(volume = %v.mount_point, "could not thaw at start: {e}"),
+                        Err(e) => {
+                            tracing::warn!(volume = %v.mount_point, "could not thaw at start: {e}")
+                        }
                     }
                 }
                 if self.catalog.shadow(v.shadow_id).is_err() {
@@ -1065,7 +1146,9 @@ impl Coordinator {
             if r.prop.state != ShadowState::Created {
                 continue;
             }
-            let Ok(p) = self.provider_of(&r) else { continue };
+            let Ok(p) = self.provider_of(&r) else {
+                continue;
+            };
             let ps = provider_shadow(&r, record_volume(&r));
             if let Health::Lost(reason) = blocking(move || p.health(&ps)).await? {
                 r.prop.state = ShadowState::Lost;
@@ -1133,7 +1216,10 @@ fn hold_and_commit(
     if result.is_ok() && Instant::now() > deadline {
         result = Err(VssError::new(
             VssCode::HoldWritesTimeout,
-            format!("writes were held for {} ms, past the hold limit", held.as_millis()),
+            format!(
+                "writes were held for {} ms, past the hold limit",
+                held.as_millis()
+            ),
         ));
     }
     result?;

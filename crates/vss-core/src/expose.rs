@@ -23,9 +23,8 @@ pub fn prepare_target(target: &Path, allow_users: bool) -> VssResult<()> {
                 format!("cannot create {}: {e}", target.display()),
             )
         })?;
-    let meta = std::fs::metadata(target).map_err(|e| {
-        VssError::new(VssCode::InvalidArg, format!("{}: {e}", target.display()))
-    })?;
+    let meta = std::fs::metadata(target)
+        .map_err(|e| VssError::new(VssCode::InvalidArg, format!("{}: {e}", target.display())))?;
     if !meta.is_dir() {
         return Err(VssError::invalid_arg(format!(
             "{} is not a directory",
@@ -108,6 +107,8 @@ mod tests {
     }
 
     fn nix_is_root() -> bool {
-        std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+        std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
     }
 }

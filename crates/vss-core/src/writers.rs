@@ -90,7 +90,8 @@ impl WriterInstance {
 
     /// Resets to Stable / No error at the start of a new sequence.
     pub fn reset(&self) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (WriterState::Stable, VssCode::Ok, None);
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) =
+            (WriterState::Stable, VssCode::Ok, None);
     }
 
     pub fn fail(&self, state: WriterState, err: &VssError) {
@@ -198,7 +199,10 @@ impl WriterTable {
         {
             return Err(VssError::new(
                 VssCode::WriterAlreadySubscribed,
-                format!("writer '{}' {} is already registered by this connection", w.name, w.writer_id),
+                format!(
+                    "writer '{}' {} is already registered by this connection",
+                    w.name, w.writer_id
+                ),
             ));
         }
         let (gone_tx, _) = watch::channel(false);
@@ -269,6 +273,8 @@ impl WriterTable {
     }
 
     pub fn get(&self, instance_id: Guid) -> Option<Arc<WriterInstance>> {
-        self.all().into_iter().find(|w| w.instance_id == instance_id)
+        self.all()
+            .into_iter()
+            .find(|w| w.instance_id == instance_id)
     }
 }

@@ -17,6 +17,8 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
+pub mod system;
+
 /// Env var that lets privileged tests skip (loudly) instead of failing.
 pub const ALLOW_SKIP_ENV: &str = "VSS_ALLOW_SKIP";
 
