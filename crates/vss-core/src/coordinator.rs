@@ -139,7 +139,17 @@ impl Coordinator {
     }
 
     pub fn register_writer(&self, w: NewWriter) -> VssResult<Arc<WriterInstance>> {
-        let t = self.timeout_for(&w.name);
+        self.register_writer_with_timeout(w, None)
+    }
+
+    /// Registers a writer whose own declaration sets its Freeze→Thaw
+    /// window; that wins over vss.toml's per-writer and default windows.
+    pub fn register_writer_with_timeout(
+        &self,
+        w: NewWriter,
+        own_timeout: Option<Duration>,
+    ) -> VssResult<Arc<WriterInstance>> {
+        let t = own_timeout.unwrap_or_else(|| self.timeout_for(&w.name));
         self.writers.add(w, t)
     }
 
@@ -316,7 +326,12 @@ impl Coordinator {
         for (w, r) in results {
             match r {
                 Ok(returned) => {
-                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id, w.instance_id)?;
+                    s.bcd = crate::documents::merge_writer_section(
+                        &s.bcd,
+                        &returned,
+                        w.writer_id,
+                        w.instance_id,
+                    )?;
                 }
                 Err(e) => {
                     let e = e.into_vss(&w, "PrepareForBackup");
@@ -658,7 +673,12 @@ impl Coordinator {
             match r {
                 Ok(returned) => {
                     w.set_state(WriterState::WaitingForBackupComplete);
-                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id, w.instance_id)?;
+                    s.bcd = crate::documents::merge_writer_section(
+                        &s.bcd,
+                        &returned,
+                        w.writer_id,
+                        w.instance_id,
+                    )?;
                 }
                 // A PostSnapshot failure does not fail the set (VSS).
                 Err(e) => {
@@ -667,7 +687,13 @@ impl Coordinator {
                 }
             }
         }
-        s.bcd = crate::documents::describe_set(&s.bcd, &s.options.backup_type, set_id, s.options.context.value(), &props)?;
+        s.bcd = crate::documents::describe_set(
+            &s.bcd,
+            &s.options.backup_type,
+            set_id,
+            s.options.context.value(),
+            &props,
+        )?;
         Ok(props)
     }
 
@@ -831,7 +857,12 @@ impl Coordinator {
                     if !w.state().is_failed() {
                         w.set_state(WriterState::Stable);
                     }
-                    s.bcd = crate::documents::merge_writer_section(&s.bcd, &returned, w.writer_id, w.instance_id)?;
+                    s.bcd = crate::documents::merge_writer_section(
+                        &s.bcd,
+                        &returned,
+                        w.writer_id,
+                        w.instance_id,
+                    )?;
                 }
                 Err(e) => {
                     let e = e.into_vss(&w, "BackupComplete");

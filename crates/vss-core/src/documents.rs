@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use vss_types::documents::{BackupComponents, BackupType, SnapshotDescription, SnapshotSetDescription};
+use vss_types::documents::{
+    BackupComponents, BackupType, SnapshotDescription, SnapshotSetDescription,
+};
 use vss_types::{Guid, ShadowProp, VssResult};
 
 use crate::writers::WriterInstance;

@@ -715,3 +715,41 @@ fn priv_sys_unprivileged_callers_are_refused() {
         .ok();
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+#[test]
+fn priv_sys_exec_hook_writer_runs_its_hooks() {
+    if !privileged("priv_sys_exec_hook_writer_runs_its_hooks") {
+        return;
+    }
+    let bus = Bus::start();
+    let logs = tempfile_dir();
+    let log = logs.join("hooks.log");
+    let hook = logs.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$VSS_EVENT $VSS_WRITER_NAME $VSS_VOLUME_COUNT\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Writers are declared before vssd starts, as in /etc/vss/writers.d.
+    let staging = tempfile_dir();
+    let decl = format!(
+        "name = \"hooked-app\"\n\n[[component]]\nname = \"data\"\nfiles = [{{ path = \"/srv/app\" }}]\n\n[hooks]\nprepare = [\"{h}\"]\nfreeze = [\"{h}\"]\nthaw = [\"{h}\"]\npost-snapshot = [\"{h}\"]\n",
+        h = hook.display()
+    );
+    std::fs::write(staging.join("hooked-app.toml"), &decl).unwrap();
+    let d = Daemon::start_with_writers(&bus, "", &staging);
+    assert!(writers_listed(&d, &["hooked-app"]), "{}", d.vssadmin(&["list", "writers"]).stdout);
+    let fs = LoopFs::new("btrfs", 256);
+    d.vssadmin(&["create", "shadow", &format!("/for={}", fs.mount_point.display())]).ok();
+    let got = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<&str> = got.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(events, ["prepare-snapshot", "freeze", "thaw", "post-snapshot"], "{got}");
+    assert!(got.lines().all(|l| l.ends_with("hooked-app 1")), "{got}");
+    let _ = std::fs::remove_dir_all(&logs);
+    let _ = std::fs::remove_dir_all(&staging);
+}

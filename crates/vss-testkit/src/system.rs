@@ -54,7 +54,10 @@ pub struct Bus {
 
 impl Bus {
     pub fn start() -> Bus {
-        let dir = tempfile::Builder::new().prefix("vss-bus-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("vss-bus-")
+            .tempdir()
+            .expect("tempdir");
         // Reachable by the unprivileged users some tests run as.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let sock = dir.path().join("system_bus_socket");
@@ -126,9 +129,26 @@ impl Daemon {
     /// Starts vssd with `extra_config` appended to a config that puts state
     /// and writers.d in a temp dir, and waits until it owns its bus name.
     pub fn start(bus: &Bus, extra_config: &str) -> Daemon {
-        let state = tempfile::Builder::new().prefix("vssd-state-").tempdir().unwrap();
+        Self::start_with_writers(bus, extra_config, Path::new(""))
+    }
+
+    /// Like [`Daemon::start`], copying the `*.toml` writer declarations of
+    /// `writers_from` (if not empty) into its writers.d first.
+    pub fn start_with_writers(bus: &Bus, extra_config: &str, writers_from: &Path) -> Daemon {
+        let state = tempfile::Builder::new()
+            .prefix("vssd-state-")
+            .tempdir()
+            .unwrap();
         let writers = state.path().join("writers.d");
         std::fs::create_dir_all(&writers).unwrap();
+        if !writers_from.as_os_str().is_empty() {
+            for e in std::fs::read_dir(writers_from).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    std::fs::copy(&p, writers.join(p.file_name().unwrap())).unwrap();
+                }
+            }
+        }
         let config = state.path().join("vss.toml");
         std::fs::write(
             &config,
@@ -193,7 +213,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("vssd did not come up within 20 s; log:\n{}", self.log_text());
+        panic!(
+            "vssd did not come up within 20 s; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn pid(&self) -> u32 {

@@ -218,6 +218,8 @@ async fn run(args: Args) -> Result<()> {
         .into());
     }
 
+    load_exec_writers(&core, &cfg.writers_dir);
+
     tracing::info!(event_id = EventId::ServiceStarted.id(), state_dir = %cfg.state_dir.display(), "vssd started");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -239,4 +241,29 @@ fn read_group_gid(name: &str) -> Option<u32> {
         f.next()?;
         f.next()?.parse().ok()
     })
+}
+
+/// Hosts the exec-hook writers of writers.d. A bad file is reported and
+/// skipped; the others load.
+fn load_exec_writers(core: &Arc<Coordinator>, dir: &std::path::Path) {
+    let loaded = match vss_exec_writer::config::load_dir(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            let e: VssError = e.into();
+            tracing::error!(event_id = EventId::ConfigLoaded.id(), "exec-hook writers not loaded: {e}");
+            return;
+        }
+    };
+    for e in loaded.errors {
+        let e: VssError = e.into();
+        tracing::error!(event_id = EventId::ConfigLoaded.id(), "exec-hook writer skipped: {e} ({})", e.hint());
+    }
+    for cfg in loaded.configs {
+        let own = cfg.timeout();
+        let w = Arc::new(vss_exec_writer::ExecWriter::new(cfg));
+        match core.register_writer_with_timeout(w.clone().to_new_writer(), own) {
+            Ok(inst) => w.set_instance_id(inst.instance_id),
+            Err(e) => tracing::error!("exec-hook writer '{}' not registered: {e}", w.name()),
+        }
+    }
 }
