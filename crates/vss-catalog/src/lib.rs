@@ -67,7 +67,10 @@ fn db_err(e: rusqlite::Error) -> VssError {
 }
 
 fn json_err(e: serde_json::Error) -> VssError {
-    VssError::new(VssCode::Unexpected, format!("catalog record is corrupt: {e}"))
+    VssError::new(
+        VssCode::Unexpected,
+        format!("catalog record is corrupt: {e}"),
+    )
 }
 
 fn parse_guid(s: String) -> rusqlite::Result<Guid> {
@@ -88,8 +91,10 @@ impl Catalog {
     }
 
     fn init(conn: Connection) -> VssResult<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS shadows (
@@ -106,7 +111,9 @@ impl Catalog {
         )
         .map_err(db_err)?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db_err)?;
         match version {
@@ -178,7 +185,10 @@ impl Catalog {
 
     pub fn remove_shadow(&self, id: Guid) -> VssResult<()> {
         self.conn()
-            .execute("DELETE FROM shadows WHERE shadow_id = ?1", params![id.to_string()])
+            .execute(
+                "DELETE FROM shadows WHERE shadow_id = ?1",
+                params![id.to_string()],
+            )
             .map_err(db_err)?;
         Ok(())
     }
@@ -199,7 +209,10 @@ impl Catalog {
 
     /// All shadows, oldest first.
     pub fn shadows(&self) -> VssResult<Vec<ShadowRecord>> {
-        self.query_records("SELECT record FROM shadows ORDER BY created_unix_ms, shadow_id", [])
+        self.query_records(
+            "SELECT record FROM shadows ORDER BY created_unix_ms, shadow_id",
+            [],
+        )
     }
 
     /// Shadows of one volume (by mount point), oldest first.
@@ -246,15 +259,22 @@ impl Catalog {
 
     pub fn end_inflight(&self, set_id: Guid) -> VssResult<()> {
         self.conn()
-            .execute("DELETE FROM inflight_sets WHERE set_id = ?1", params![set_id.to_string()])
+            .execute(
+                "DELETE FROM inflight_sets WHERE set_id = ?1",
+                params![set_id.to_string()],
+            )
             .map_err(db_err)?;
         Ok(())
     }
 
     pub fn inflight(&self) -> VssResult<Vec<InflightSet>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT record FROM inflight_sets").map_err(db_err)?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let mut stmt = conn
+            .prepare("SELECT record FROM inflight_sets")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
             out.push(serde_json::from_str(&row.map_err(db_err)?).map_err(json_err)?);
@@ -300,8 +320,11 @@ fn state_word(s: ShadowState) -> &'static str {
 }
 
 fn not_found(id: Guid) -> VssError {
-    VssError::new(VssCode::ObjectNotFound, format!("shadow copy {id} not found"))
-        .with_hint("List the shadow copies with `vssadmin list shadows`.")
+    VssError::new(
+        VssCode::ObjectNotFound,
+        format!("shadow copy {id} not found"),
+    )
+    .with_hint("List the shadow copies with `vssadmin list shadows`.")
 }
 
 /// A record for tests and tools.

@@ -95,8 +95,9 @@ impl zbus::DBusError for DbusVssError {
     fn name(&self) -> zbus::names::ErrorName<'_> {
         // Symbols are valid D-Bus name elements, so this cannot fail; fall
         // back to a generic name rather than panic.
-        zbus::names::ErrorName::try_from(error_name(self.0.code))
-            .unwrap_or_else(|_| zbus::names::ErrorName::from_static_str_unchecked("org.vss.Error.VSS_E_UNEXPECTED"))
+        zbus::names::ErrorName::try_from(error_name(self.0.code)).unwrap_or_else(|_| {
+            zbus::names::ErrorName::from_static_str_unchecked("org.vss.Error.VSS_E_UNEXPECTED")
+        })
     }
 
     fn description(&self) -> Option<&str> {
@@ -125,9 +126,17 @@ mod tests {
     #[test]
     fn error_round_trip() {
         let e = VssError::new(VssCode::SnapshotSetInProgress, "busy").with_hint("wait");
-        let back = vss_error_from_dbus(&error_name(e.code), Some(&error_message(&e)), VssCode::Unexpected);
+        let back = vss_error_from_dbus(
+            &error_name(e.code),
+            Some(&error_message(&e)),
+            VssCode::Unexpected,
+        );
         assert_eq!(back, e);
-        let other = vss_error_from_dbus("org.freedesktop.DBus.Error.NoReply", Some("gone"), VssCode::WriterNotResponding);
+        let other = vss_error_from_dbus(
+            "org.freedesktop.DBus.Error.NoReply",
+            Some("gone"),
+            VssCode::WriterNotResponding,
+        );
         assert_eq!(other.code, VssCode::WriterNotResponding);
     }
 }

@@ -36,8 +36,12 @@ pub trait Requestor {
     fn end_session(&self, session: &str) -> zbus::Result<()>;
 
     fn delete_shadows(&self, filter: HashMap<&str, &str>) -> zbus::Result<String>;
-    fn expose_shadow(&self, shadow_id: &str, target: &str, allow_users: bool)
-        -> zbus::Result<String>;
+    fn expose_shadow(
+        &self,
+        shadow_id: &str,
+        target: &str,
+        allow_users: bool,
+    ) -> zbus::Result<String>;
     fn unexpose_shadow(&self, shadow_id: &str) -> zbus::Result<()>;
 }
 

@@ -11,7 +11,7 @@ pub mod sim;
 
 use std::sync::Arc;
 
-use vss_types::{Guid, ProviderInfo, VssCode, VssError, VssResult, Volume};
+use vss_types::{Guid, ProviderInfo, Volume, VssCode, VssError, VssResult};
 
 /// A shadow as the provider knows it: enough to find, expose and delete it.
 #[derive(Clone, Debug, PartialEq, Eq)]

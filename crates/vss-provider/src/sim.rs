@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vss_types::{Guid, ProviderInfo, ProviderType, VssCode, VssError, VssResult, Volume};
+use vss_types::{Guid, ProviderInfo, ProviderType, Volume, VssCode, VssError, VssResult};
 
 use crate::{Committed, Health, HoldMethod, Provider, ProviderShadow};
 
