@@ -10,9 +10,10 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 cargo build --workspace --bins --examples --locked
 if command -v cargo-nextest >/dev/null 2>&1; then
+  # Doc tests first (nextest does not run them), so the summary of the
+  # whole suite is what closes the output.
+  cargo test --workspace --locked --doc
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-# Doc tests (nextest does not run them).
-cargo test --workspace --locked --doc

@@ -295,11 +295,14 @@ impl Coordinator {
     ) -> VssResult<String> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
-        if s.phase != Phase::MetadataGathered {
-            if s.options.context.uses_writers() {
-                return Err(bad_state("PrepareForBackup", s.phase)
-                    .with_hint("Call GatherWriterMetadata first."));
-            }
+        let allowed = if s.options.context.uses_writers() {
+            s.phase == Phase::MetadataGathered
+        } else {
+            matches!(s.phase, Phase::Initialized | Phase::MetadataGathered)
+        };
+        if !allowed {
+            return Err(bad_state("PrepareForBackup", s.phase)
+                .with_hint("Call GatherWriterMetadata first, once per session."));
         }
         s.bcd = bcd;
         s.participants =
@@ -478,6 +481,20 @@ impl Coordinator {
             }
             Err(e) => {
                 let set_id = s.set_id.unwrap_or(Guid::NULL);
+                // Nothing of a failed set may remain: shadows already in
+                // the catalog are deleted, committed ones not yet recorded
+                // are undone by their provider.
+                if let Ok(recorded) = self.catalog.shadows() {
+                    for r in recorded.iter().filter(|r| r.prop.set_id == set_id) {
+                        let _ = self.delete_one(r.prop.shadow_id).await;
+                    }
+                }
+                let members: Vec<(Volume, Arc<dyn Provider>, Guid)> = s
+                    .members
+                    .iter()
+                    .map(|m| (m.volume.clone(), m.provider.clone(), m.shadow_id))
+                    .collect();
+                self.abort_providers(&members).await;
                 let _ = self.catalog.end_inflight(set_id);
                 tracing::error!(event_id = EventId::SetFailed.id(), set = %set_id, code = %e.code, "snapshot set failed: {}", e.message);
                 s.phase = Phase::Aborted;

@@ -50,6 +50,10 @@ pub fn vss_error_from_dbus(name: &str, message: Option<&str>, fallback: VssCode)
             message: text,
             hint,
         },
+        None if name == "org.freedesktop.DBus.Error.AccessDenied" => {
+            VssError::new(VssCode::AccessDenied, format!("the bus refused the call: {text}"))
+                .with_hint("Install the D-Bus policy dist/dbus/org.vss.Vssd.conf in /etc/dbus-1/system.d/ and reload the bus, or run as root.")
+        }
         None => VssError::new(fallback, format!("{name}: {text}")),
     }
 }

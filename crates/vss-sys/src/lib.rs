@@ -136,6 +136,20 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(bytes)
 }
 
+/// Makes SIGTERM, SIGINT and SIGHUP ignored by this process. The hold
+/// watchdog uses it: when a service manager stops vssd's whole process
+/// group, the watchdog must live long enough to thaw (it thaws as soon as
+/// vssd's end of its pipe closes).
+pub fn ignore_termination_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installing SIG_IGN has no handler code to run and touches
+        // no memory of ours; the signal numbers are valid constants.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,19 +181,5 @@ mod tests {
     fn thaw_of_missing_path_is_not_found() {
         let e = thaw(Path::new("/nonexistent/vss-sys-test")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    }
-}
-
-/// Makes SIGTERM, SIGINT and SIGHUP ignored by this process. The hold
-/// watchdog uses it: when a service manager stops vssd's whole process
-/// group, the watchdog must live long enough to thaw (it thaws as soon as
-/// vssd's end of its pipe closes).
-pub fn ignore_termination_signals() {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: installing SIG_IGN has no handler code to run and touches
-        // no memory of ours; the signal numbers are valid constants.
-        unsafe {
-            libc::signal(sig, libc::SIG_IGN);
-        }
     }
 }

@@ -743,12 +743,25 @@ fn priv_sys_exec_hook_writer_runs_its_hooks() {
     );
     std::fs::write(staging.join("hooked-app.toml"), &decl).unwrap();
     let d = Daemon::start_with_writers(&bus, "", &staging);
-    assert!(writers_listed(&d, &["hooked-app"]), "{}", d.vssadmin(&["list", "writers"]).stdout);
+    assert!(
+        writers_listed(&d, &["hooked-app"]),
+        "{}",
+        d.vssadmin(&["list", "writers"]).stdout
+    );
     let fs = LoopFs::new("btrfs", 256);
-    d.vssadmin(&["create", "shadow", &format!("/for={}", fs.mount_point.display())]).ok();
+    d.vssadmin(&[
+        "create",
+        "shadow",
+        &format!("/for={}", fs.mount_point.display()),
+    ])
+    .ok();
     let got = std::fs::read_to_string(&log).unwrap();
     let events: Vec<&str> = got.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(events, ["prepare-snapshot", "freeze", "thaw", "post-snapshot"], "{got}");
+    assert_eq!(
+        events,
+        ["prepare-snapshot", "freeze", "thaw", "post-snapshot"],
+        "{got}"
+    );
     assert!(got.lines().all(|l| l.ends_with("hooked-app 1")), "{got}");
     let _ = std::fs::remove_dir_all(&logs);
     let _ = std::fs::remove_dir_all(&staging);

@@ -151,9 +151,6 @@ async fn run(args: Args) -> Result<()> {
         Arc::new(guard::SystemHold),
         Arc::new(MountinfoResolver),
     );
-    // Thaw and undo whatever a crashed vssd left behind before anything
-    // else, so a frozen filesystem is released as early as possible.
-    core.recover().await?;
 
     let operators_gid = match &cfg.operators_group {
         Some(g) => Some(read_group_gid(g).ok_or_else(|| {
@@ -179,6 +176,35 @@ async fn run(args: Args) -> Result<()> {
         .with_hint("Start the D-Bus system bus (dbus.service), or set DBUS_SYSTEM_BUS_ADDRESS.")
     })?;
     let dbus = DBusProxy::new(&conn).await?;
+    // Own the name before touching any state: a second vssd started by
+    // mistake must stop here, not thaw or undo the running one's work.
+    let reply = dbus
+        .request_name(
+            vss_dbus::SERVICE_NAME.try_into()?,
+            RequestNameFlags::DoNotQueue.into(),
+        )
+        .await
+        .map_err(|e| {
+            VssError::new(
+                VssCode::AccessDenied,
+                format!("cannot own {} on the system bus: {e}", vss_dbus::SERVICE_NAME),
+            )
+            .with_hint("Install dist/dbus/org.vss.Vssd.conf in /etc/dbus-1/system.d/ and run vssd as root.")
+        })?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(VssError::new(
+            VssCode::ObjectAlreadyExists,
+            format!(
+                "{} is already owned on this bus: another vssd is running",
+                vss_dbus::SERVICE_NAME
+            ),
+        )
+        .with_hint("Stop the other vssd first (`systemctl stop vssd`).")
+        .into());
+    }
+    // Thaw and undo whatever a crashed vssd left behind before serving, so
+    // a frozen filesystem is released as early as possible.
+    core.recover().await?;
     conn.object_server()
         .at(
             vss_dbus::SERVICE_PATH,
@@ -201,22 +227,6 @@ async fn run(args: Args) -> Result<()> {
         )
         .await?;
     tokio::spawn(bus::watch_disconnects(core.clone(), dbus.clone()));
-    let reply = dbus
-        .request_name(
-            vss_dbus::SERVICE_NAME.try_into()?,
-            RequestNameFlags::DoNotQueue.into(),
-        )
-        .await?;
-    if reply != RequestNameReply::PrimaryOwner {
-        return Err(VssError::new(
-            VssCode::ObjectAlreadyExists,
-            format!(
-                "{} is already owned on this bus: another vssd is running",
-                vss_dbus::SERVICE_NAME
-            ),
-        )
-        .into());
-    }
 
     load_exec_writers(&core, &cfg.writers_dir);
 
@@ -250,13 +260,20 @@ fn load_exec_writers(core: &Arc<Coordinator>, dir: &std::path::Path) {
         Ok(l) => l,
         Err(e) => {
             let e: VssError = e.into();
-            tracing::error!(event_id = EventId::ConfigLoaded.id(), "exec-hook writers not loaded: {e}");
+            tracing::error!(
+                event_id = EventId::ConfigLoaded.id(),
+                "exec-hook writers not loaded: {e}"
+            );
             return;
         }
     };
     for e in loaded.errors {
         let e: VssError = e.into();
-        tracing::error!(event_id = EventId::ConfigLoaded.id(), "exec-hook writer skipped: {e} ({})", e.hint());
+        tracing::error!(
+            event_id = EventId::ConfigLoaded.id(),
+            "exec-hook writer skipped: {e} ({})",
+            e.hint()
+        );
     }
     for cfg in loaded.configs {
         let own = cfg.timeout();
