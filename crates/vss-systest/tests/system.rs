@@ -766,3 +766,128 @@ fn priv_sys_exec_hook_writer_runs_its_hooks() {
     let _ = std::fs::remove_dir_all(&logs);
     let _ = std::fs::remove_dir_all(&staging);
 }
+
+#[test]
+fn priv_sys_writer_dying_mid_sequence_is_noticed_at_once() {
+    if !privileged("priv_sys_writer_dying_mid_sequence_is_noticed_at_once") {
+        return;
+    }
+    let bus = Bus::start();
+    // Default 60 s window: the failure must come from the death, not a timeout.
+    let d = Daemon::start(&bus, "");
+    let fs = LoopFs::new("btrfs", 256);
+    let logs = tempfile_dir();
+    let log = logs.join("dying.log");
+    let mut w = writer(&d, "dying-writer", &log, &["--freeze-sleep-ms", "60000"]);
+    assert!(wait_for(Duration::from_secs(20), || writers_listed(
+        &d,
+        &["dying-writer"]
+    )));
+    let create = Command::new(bin("vssadmin"))
+        .args(["create", "shadow"])
+        .arg(format!("/for={}", fs.mount_point.display()))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &d.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || events(&log)
+        .contains(&"Freeze".to_string())));
+    let _ = w.0.kill();
+    let killed = Instant::now();
+    let out = create.wait_with_output().unwrap();
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "noticed after {:?}",
+        killed.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("0x80042319 VSS_E_WRITER_NOT_RESPONDING"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("dying-writer"), "{stderr}");
+    assert!(d
+        .vssadmin(&["list", "shadows"])
+        .stdout
+        .contains("No items found"));
+    assert!(!writers_listed(&d, &["dying-writer"]));
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[test]
+fn priv_sys_non_persistent_shadows_go_with_their_requestor() {
+    if !privileged("priv_sys_non_persistent_shadows_go_with_their_requestor") {
+        return;
+    }
+    let bus = Bus::start();
+    let d = Daemon::start(&bus, "");
+    let fs = LoopFs::new("btrfs", 256);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", &d.address);
+    let mp = fs.mount_point.display().to_string();
+    rt.block_on(async {
+        let client = vss_client::Client::connect().await.unwrap();
+        let mut bc = client.backup_components(Default::default()).await.unwrap();
+        bc.gather_writer_metadata().await.unwrap();
+        bc.prepare_for_backup().await.unwrap();
+        bc.start_snapshot_set().await.unwrap();
+        bc.add_to_snapshot_set(&mp, vss_types::Guid::NULL)
+            .await
+            .unwrap();
+        let props = bc.do_snapshot_set().await.unwrap();
+        assert_eq!(props.len(), 1);
+        assert!(bc.bcd.contains("SNAPSHOT_SET_DESCRIPTION"), "{}", bc.bcd);
+        assert!(d
+            .vssadmin(&["list", "shadows"])
+            .stdout
+            .contains(&props[0].shadow_id.to_string()));
+        // The requestor goes away without ending its session.
+        drop(bc);
+        drop(client);
+    });
+    drop(rt);
+    assert!(
+        wait_for(Duration::from_secs(10), || d
+            .vssadmin(&["list", "shadows"])
+            .stdout
+            .contains("No items found")),
+        "non-persistent shadow outlived its requestor"
+    );
+    assert!(wait_for(Duration::from_secs(5), || shadow_entries(&fs) == 0));
+}
+
+#[test]
+fn priv_sys_vanished_shadow_is_reported_lost() {
+    if !privileged("priv_sys_vanished_shadow_is_reported_lost") {
+        return;
+    }
+    let bus = Bus::start();
+    let mut d = Daemon::start(&bus, "");
+    let fs = LoopFs::new("btrfs", 256);
+    let o = d.vssadmin(&[
+        "create",
+        "shadow",
+        &format!("/for={}", fs.mount_point.display()),
+    ]);
+    o.ok();
+    let id = o.shadow_id();
+    d.kill9();
+    // Someone deletes the snapshot behind the service's back.
+    let snap = fs.path(&format!(".vss-shadows/{id}"));
+    let st = Command::new("btrfs")
+        .args(["-q", "subvolume", "delete"])
+        .arg(&snap)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.spawn();
+    let list = d.vssadmin(&["list", "shadows"]);
+    assert!(list.stdout.contains(&id), "still listed: {}", list.stdout);
+    assert!(list.stdout.contains("State: Lost"), "{}", list.stdout);
+    assert!(d.log_text().contains("shadow copy lost"));
+}
