@@ -25,7 +25,7 @@ STALL_SHADOWS=${STALL_SHADOWS:-5}
 RUNS=${RUNS:-5}              # creations per writer count (median reported)
 SIZES=${SIZES:-"0 1 10 100"}
 
-work=$(mktemp -d /tmp/vss-bench.XXXXXX)
+work=$(mktemp -d)
 chmod 755 "$work"
 noop_pids=()
 cleanup() {

@@ -10,7 +10,7 @@ scripts/install-deps.sh
 cargo build --workspace --bins --examples --locked -q
 bin="$root/target/debug"
 
-work=$(mktemp -d /tmp/vss-demo.XXXXXX)
+work=$(mktemp -d)
 chmod 755 "$work"
 cleanup() {
   set +e
