@@ -16,7 +16,7 @@ cleanup() {
   set +e
   [ -n "${writer_pid:-}" ] && kill "$writer_pid" 2>/dev/null
   [ -n "${vssd_pid:-}" ] && kill "$vssd_pid" 2>/dev/null && wait "$vssd_pid" 2>/dev/null
-  mountpoint -q "$work/exposed" && umount "$work/exposed"
+  mountpoint -q "$work/private/exposed" && umount "$work/private/exposed"
   mountpoint -q "$work/data" && umount "$work/data"
   [ -n "${loopdev:-}" ] && losetup -d "$loopdev"
   [ -n "${bus_pid:-}" ] && kill "$bus_pid" 2>/dev/null
@@ -73,8 +73,8 @@ rm "$work/data/app/file1.bin"
 "$bin/vssadmin" list shadows "/for=$work/data"
 
 step "Expose the shadow read-only and back it up with tar"
-"$bin/vssadmin" expose shadow "/shadow=$shadow" "/to=$work/exposed"
-tar -C "$work/exposed" -cf "$work/backup.tar" app
+"$bin/vssadmin" expose shadow "/shadow=$shadow" "/to=$work/private/exposed"
+tar -C "$work/private/exposed" -cf "$work/backup.tar" app
 mkdir -p "$work/restored"
 tar -C "$work/restored" -xf "$work/backup.tar"
 grep -q "version 1" "$work/restored/app/state.txt"
