@@ -1,0 +1,1137 @@
+//! The copy-on-write engine over one live volume and its shadow storage.
+//!
+//! Ordering that makes a crash safe (see `docs/COW-FORMAT.md`):
+//! 1. a write that needs copies reads the old chunks, writes them to free
+//!    slots and syncs the data file;
+//! 2. appends one `Preserved` record per chunk to the journal and syncs it;
+//! 3. only then writes the live volume.
+//!
+//! So a live chunk is never overwritten before its preserved copy and the
+//! record naming it are durable; a crash between the steps leaves at worst
+//! an unused slot. A cut appends `ShadowCreated` and syncs it (after syncing
+//! the live volume) before the shadow is reported created. A deletion's
+//! record is durable before its slots are reused, so a replay never sees a
+//! slot holding another chunk than its record says; each record also carries
+//! the crc32c of its data, checked on replay and on every read, so anything
+//! that still goes wrong makes a shadow *lost*, never silently wrong.
+//!
+//! Locks, always taken in this order: `cut` (writes share it, the cut
+//! takes it alone, so no write straddles a cut), `cow` (one batch of
+//! copies at a time; also deletions and compaction), `journal`, `state`.
+//! Reads of the live volume take none; reads of a shadow take `state`
+//! briefly and validate afterwards (see [`CowVolume::read_shadow`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::error::{CowError, CowResult};
+use crate::extents::ChunkRanges;
+use crate::format::{
+    self, decode_frame, DeleteReason, Frame, LostReason, Record, Superblock, SUPERBLOCK_SIZE,
+};
+use crate::io::{Backing, StorageFiles};
+use crate::state::{Preserved, Shadow, Source, State};
+
+/// Something that happened to shadows without being asked for: the
+/// provider turns these into journal events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A shadow was deleted to make room (oldest first).
+    ShadowEvicted {
+        shadow_id: u128,
+        reason: DeleteReason,
+        used_bytes: u64,
+        max_bytes: Option<u64>,
+    },
+    /// A shadow can no longer be read back exactly.
+    ShadowLost { shadow_id: u128, reason: LostReason },
+}
+
+pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// What the owner may tune; the format fixes only the chunk size.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// The data file grows by this much at a time ("allocated" space).
+    pub grow_step: u64,
+    /// Most shadows at once; `evict_at_limit` decides what a cut beyond
+    /// it does: fail, or delete the oldest first (Windows' MaxShadowCopies).
+    pub max_shadows: u32,
+    pub evict_at_limit: bool,
+    /// Compact the journal once it is this large and four times what a
+    /// compacted one would be.
+    pub compact_after_bytes: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            grow_step: 16 << 20,
+            max_shadows: 64,
+            evict_at_limit: false,
+            compact_after_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Parameters of new shadow storage.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    pub storage_id: u128,
+    pub volume_id: u128,
+    pub chunk_size: u32,
+    pub max_bytes: Option<u64>,
+    pub created_unix: i64,
+}
+
+/// A shadow as the engine reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowInfo {
+    pub shadow_id: u128,
+    pub epoch: u64,
+    pub created_unix_ns: i64,
+    pub lost: Option<LostReason>,
+    /// Chunks that were free at the cut (read as zeros).
+    pub free_chunks: u64,
+}
+
+/// Space of the shadow storage, as `vssadmin list shadowstorage` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Preserved copies in use plus the journal.
+    pub used_bytes: u64,
+    /// The data file plus the journal.
+    pub allocated_bytes: u64,
+    pub max_bytes: Option<u64>,
+    pub shadow_count: u32,
+}
+
+/// What opening found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes after the last whole record (a torn append), cut off.
+    pub journal_bytes_dropped: u64,
+    /// Shadows found lost while opening.
+    pub lost: Vec<(u128, LostReason)>,
+    pub records_checked: u64,
+}
+
+pub struct CowVolume {
+    sb: Superblock,
+    origin: Arc<dyn Backing>,
+    storage: Arc<dyn StorageFiles>,
+    tuning: Tuning,
+    sink: Option<EventSink>,
+    cut: RwLock<()>,
+    cow: Mutex<()>,
+    journal: Mutex<JournalTail>,
+    state: Mutex<State>,
+    /// Chunks written through the copy path (for benchmarks and tests).
+    copies_made: AtomicU64,
+}
+
+struct JournalTail {
+    next_seq: u64,
+    end: u64,
+    reserved: u64,
+}
+
+/// Journal space is reserved ahead in steps of this size, so that an append
+/// rarely meets a full filesystem.
+const JOURNAL_RESERVE_STEP: u64 = 64 << 10;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn is_enospc(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122)) // ENOSPC, EDQUOT
+}
+
+/// Why a copy could not be placed.
+enum Shortage {
+    MaxSize,
+    StorageFull,
+}
+
+impl CowVolume {
+    /// Formats new shadow storage for `origin`.
+    pub fn create(
+        origin: Arc<dyn Backing>,
+        storage: Arc<dyn StorageFiles>,
+        opts: CreateOptions,
+        tuning: Tuning,
+        sink: Option<EventSink>,
+    ) -> CowResult<CowVolume> {
+        format::check_chunk_size(opts.chunk_size)?;
+        let volume_size = origin
+            .len()
+            .map_err(|e| CowError::io("cannot size the live volume", e))?;
+        if volume_size == 0 {
+            return Err(CowError::Mismatch("the live volume is empty".into()));
+        }
+        let sb = Superblock {
+            version: format::FORMAT_VERSION,
+            storage_id: opts.storage_id,
+            volume_id: opts.volume_id,
+            volume_size,
+            chunk_size: opts.chunk_size,
+            created_unix: opts.created_unix,
+        };
+        let bytes = sb.encode();
+        let sbf = storage.superblock();
+        sbf.write_at(&bytes, 0)
+            .and_then(|()| sbf.write_at(&bytes, SUPERBLOCK_SIZE as u64))
+            .and_then(|()| sbf.sync())
+            .map_err(|e| CowError::io("cannot write the superblock", e))?;
+        let mut frames = Vec::new();
+        Record::EpochFloor { next_epoch: 1 }.encode_frame(0, &mut frames);
+        Record::SetMaxSize {
+            max_bytes: opts.max_bytes,
+        }
+        .encode_frame(1, &mut frames);
+        storage
+            .replace_journal(&frames)
+            .map_err(|e| CowError::io("cannot write the journal", e))?;
+        let (vol, _) = Self::open(origin, storage, tuning, sink)?;
+        Ok(vol)
+    }
+
+    /// Opens existing shadow storage, replaying its journal and checking
+    /// every preserved copy.
+    pub fn open(
+        origin: Arc<dyn Backing>,
+        storage: Arc<dyn StorageFiles>,
+        tuning: Tuning,
+        sink: Option<EventSink>,
+    ) -> CowResult<(CowVolume, Recovery)> {
+        let sb = read_superblock(storage.superblock())?;
+        let live_size = origin
+            .len()
+            .map_err(|e| CowError::io("cannot size the live volume", e))?;
+        if live_size != sb.volume_size {
+            return Err(CowError::Mismatch(format!(
+                "the live volume has {live_size} bytes, the shadow storage was made for {}",
+                sb.volume_size
+            )));
+        }
+        let cs = u64::from(sb.chunk_size);
+        let mut state = State::new(sb.volume_size.div_ceil(cs));
+        let journal = storage.journal();
+        let jlen = journal
+            .len()
+            .map_err(|e| CowError::io("cannot size the journal", e))?;
+        let mut bytes = vec![0u8; jlen as usize];
+        journal
+            .read_at(&mut bytes, 0)
+            .map_err(|e| CowError::io("cannot read the journal", e))?;
+        let mut at = 0usize;
+        let mut next_seq = 0u64;
+        while let Frame::Record { seq, record, len } = decode_frame(&bytes[at..]) {
+            if seq != next_seq {
+                break;
+            }
+            apply(&mut state, record)?;
+            at += len;
+            next_seq += 1;
+        }
+        if next_seq == 0 {
+            return Err(CowError::Format(crate::error::FormatError::Invalid(
+                "the journal holds no records".into(),
+            )));
+        }
+        let end = at as u64;
+        // Space reserved ahead reads as zeros; only other bytes are a torn
+        // append.
+        let torn = bytes[at..].iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let mut recovery = Recovery {
+            journal_bytes_dropped: torn as u64,
+            ..Recovery::default()
+        };
+        // Whatever follows the last whole record is a torn append or stale
+        // preallocated space: cut it so that no old frame can ever line up
+        // behind a new one.
+        journal
+            .truncate(end)
+            .and_then(|()| journal.sync())
+            .map_err(|e| CowError::io("cannot trim the journal", e))?;
+        let data_len = storage
+            .data()
+            .len()
+            .map_err(|e| CowError::io("cannot size the data file", e))?;
+        state.allocated_slots = data_len / cs;
+        state.rebuild_free_slots();
+
+        let vol = CowVolume {
+            sb,
+            origin,
+            storage,
+            tuning,
+            sink,
+            cut: RwLock::new(()),
+            cow: Mutex::new(()),
+            journal: Mutex::new(JournalTail {
+                next_seq,
+                end,
+                reserved: end,
+            }),
+            state: Mutex::new(state),
+            copies_made: AtomicU64::new(0),
+        };
+        recovery.records_checked = vol.check_all_copies(&mut recovery.lost)?;
+        lock(&vol.state).rebuild_protection();
+        vol.compact_if_worthwhile()?;
+        Ok((vol, recovery))
+    }
+
+    pub fn volume_size(&self) -> u64 {
+        self.sb.volume_size
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.sb.chunk_size
+    }
+
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    pub fn copies_made(&self) -> u64 {
+        self.copies_made.load(Ordering::Relaxed)
+    }
+
+    fn cs(&self) -> u64 {
+        u64::from(self.sb.chunk_size)
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> CowResult<()> {
+        let end = offset.checked_add(len as u64);
+        if end.is_none_or(|e| e > self.sb.volume_size) {
+            return Err(CowError::OutOfRange {
+                offset,
+                len: len as u64,
+                size: self.sb.volume_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Length of chunk `c` (the last one may be short).
+    fn chunk_len(&self, c: u64) -> usize {
+        let start = c * self.cs();
+        (self.sb.volume_size - start).min(self.cs()) as usize
+    }
+
+    // ---- live volume -------------------------------------------------
+
+    pub fn read_live(&self, buf: &mut [u8], offset: u64) -> CowResult<()> {
+        self.check_range(offset, buf.len())?;
+        self.origin
+            .read_at(buf, offset)
+            .map_err(|e| CowError::io("cannot read the live volume", e))
+    }
+
+    /// Writes the live volume, preserving first what shadows still need.
+    /// Never fails for lack of shadow storage: the oldest shadows go.
+    pub fn write_live(&self, buf: &[u8], offset: u64) -> CowResult<()> {
+        self.check_range(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let first = offset / self.cs();
+        let last = (offset + buf.len() as u64 - 1) / self.cs();
+        let _cut = self.cut.read().unwrap_or_else(|p| p.into_inner());
+        let all_protected = {
+            let st = lock(&self.state);
+            (first..=last).all(|c| st.is_protected(c))
+        };
+        if !all_protected {
+            let _cow = lock(&self.cow);
+            self.preserve(first, last)?;
+        }
+        self.origin
+            .write_at(buf, offset)
+            .map_err(|e| CowError::io("cannot write the live volume", e))
+    }
+
+    /// Makes completed live writes durable.
+    pub fn flush_live(&self) -> CowResult<()> {
+        self.origin
+            .sync()
+            .map_err(|e| CowError::io("cannot sync the live volume", e))
+    }
+
+    /// Preserves chunks `first..=last` where a shadow needs them. Caller
+    /// holds `cut` (shared) and `cow`.
+    fn preserve(&self, first: u64, last: u64) -> CowResult<()> {
+        loop {
+            let (need, tag) = {
+                let mut st = lock(&self.state);
+                let mut need = Vec::new();
+                for c in first..=last {
+                    if st.needs_preserve(c) {
+                        need.push(c);
+                    } else {
+                        st.set_protected(c);
+                    }
+                }
+                (need, st.latest_epoch())
+            };
+            let Some(tag) = tag.filter(|_| !need.is_empty()) else {
+                return Ok(());
+            };
+            let slots = match self.allocate_slots(need.len() as u64)? {
+                Ok(slots) => slots,
+                Err(shortage) => {
+                    let reason = match shortage {
+                        Shortage::MaxSize => DeleteReason::MaxSizeReached,
+                        Shortage::StorageFull => DeleteReason::StorageFull,
+                    };
+                    // Room is made by the oldest shadow going; then the
+                    // need is worked out again (fewer shadows may need
+                    // fewer copies).
+                    self.evict_oldest(reason)?;
+                    continue;
+                }
+            };
+            match self.copy_chunks(&need, &slots, tag) {
+                Ok(()) => {
+                    self.copies_made
+                        .fetch_add(need.len() as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(CopyError::Full) => {
+                    self.release_slots(&slots);
+                    self.evict_oldest(DeleteReason::StorageFull)?;
+                }
+                Err(CopyError::Failed(err)) => {
+                    // The live write goes ahead all the same; the shadows
+                    // that needed these chunks cannot be exact any more.
+                    self.release_slots(&slots);
+                    tracing::error!(error = %err, "cannot preserve chunks; shadows needing them are lost");
+                    let epochs: Vec<u64> = {
+                        let st = lock(&self.state);
+                        let mut e: Vec<u64> =
+                            need.iter().flat_map(|&c| st.shadows_needing(c)).collect();
+                        e.sort_unstable();
+                        e.dedup();
+                        e
+                    };
+                    self.mark_lost(&epochs, LostReason::PreserveFailed);
+                    let mut st = lock(&self.state);
+                    for &c in &need {
+                        st.set_protected(c);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads the old contents of `chunks` into `slots`, makes them and
+    /// their records durable, and enters them in the index.
+    fn copy_chunks(&self, chunks: &[u64], slots: &[u64], tag: u64) -> Result<(), CopyError> {
+        let cs = self.cs() as usize;
+        let mut buf = vec![0u8; cs * chunks.len()];
+        // Consecutive chunks are read in one go.
+        let mut i = 0;
+        while i < chunks.len() {
+            let mut j = i + 1;
+            while j < chunks.len() && chunks[j] == chunks[j - 1] + 1 {
+                j += 1;
+            }
+            let start = chunks[i] * self.cs();
+            let len: usize = (i..j).map(|k| self.chunk_len(chunks[k])).sum();
+            self.origin
+                .read_at(&mut buf[i * cs..i * cs + len], start)
+                .map_err(|e| CopyError::Failed(CowError::io("cannot read chunks to preserve", e)))?;
+            i = j;
+        }
+        let crcs: Vec<u32> = buf.chunks(cs).map(crc32c::crc32c).collect();
+        // Consecutive slots are written in one go.
+        let data = self.storage.data();
+        let mut i = 0;
+        while i < slots.len() {
+            let mut j = i + 1;
+            while j < slots.len() && slots[j] == slots[j - 1] + 1 {
+                j += 1;
+            }
+            data.write_at(&buf[i * cs..j * cs], slots[i] * self.cs())
+                .map_err(|e| CopyError::from_io("cannot write preserved chunks", e))?;
+            i = j;
+        }
+        data.sync()
+            .map_err(|e| CopyError::from_io("cannot sync preserved chunks", e))?;
+        let records: Vec<Record> = chunks
+            .iter()
+            .zip(slots)
+            .zip(&crcs)
+            .map(|((&chunk, &slot), &data_crc)| Record::Preserved {
+                chunk,
+                epoch: tag,
+                slot,
+                data_crc,
+            })
+            .collect();
+        let mut jt = lock(&self.journal);
+        self.append_locked(&mut jt, &records)
+            .map_err(|e| match e {
+                CowError::Io { source, .. } if is_enospc(&source) => CopyError::Full,
+                other => CopyError::Failed(other),
+            })?;
+        let mut st = lock(&self.state);
+        for ((&chunk, &slot), &crc) in chunks.iter().zip(slots).zip(&crcs) {
+            st.insert_record(chunk, tag, Preserved { slot, crc });
+            st.set_protected(chunk);
+        }
+        Ok(())
+    }
+
+    /// Takes `n` free slots, growing the data file within the maximum size.
+    fn allocate_slots(&self, n: u64) -> CowResult<Result<Vec<u64>, Shortage>> {
+        let cs = self.cs();
+        let journal_bytes = lock(&self.journal).reserved;
+        let mut st = lock(&self.state);
+        let from_free = n.min(st.free_slots.len() as u64);
+        let fresh = n - from_free;
+        if fresh > 0 {
+            let max_slots = st
+                .max_bytes
+                .map_or(u64::MAX, |m| m.saturating_sub(journal_bytes) / cs);
+            if st.allocated_slots + fresh > max_slots {
+                return Ok(Err(Shortage::MaxSize));
+            }
+            let step = (self.tuning.grow_step / cs).max(1);
+            let target = (st.allocated_slots + fresh.max(step)).min(max_slots);
+            let data = self.storage.data();
+            if let Err(e) = data.reserve(target * cs) {
+                if !is_enospc(&e) {
+                    return Err(CowError::io("cannot grow the shadow storage", e));
+                }
+                // A smaller step may still fit.
+                let exact = st.allocated_slots + fresh;
+                if let Err(e) = data.reserve(exact * cs) {
+                    if is_enospc(&e) {
+                        return Ok(Err(Shortage::StorageFull));
+                    }
+                    return Err(CowError::io("cannot grow the shadow storage", e));
+                }
+                let old = st.allocated_slots;
+                st.allocated_slots = exact;
+                st.free_slots.extend(old..exact);
+            } else {
+                let old = st.allocated_slots;
+                st.allocated_slots = target;
+                st.free_slots.extend(old..target);
+            }
+        }
+        let slots: Vec<u64> = (0..n)
+            .map(|_| st.free_slots.pop_first().expect("counted above"))
+            .collect();
+        Ok(Ok(slots))
+    }
+
+    fn release_slots(&self, slots: &[u64]) {
+        lock(&self.state).free_slots.extend(slots.iter().copied());
+    }
+
+    fn append_locked(&self, jt: &mut JournalTail, records: &[Record]) -> CowResult<()> {
+        let mut frames = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            r.encode_frame(jt.next_seq + i as u64, &mut frames);
+        }
+        let journal = self.storage.journal();
+        let end = jt.end + frames.len() as u64;
+        if end > jt.reserved {
+            let mut want = end.div_ceil(JOURNAL_RESERVE_STEP) * JOURNAL_RESERVE_STEP;
+            {
+                // Reserving ahead must not push the storage past its maximum.
+                let st = lock(&self.state);
+                if let Some(max) = st.max_bytes {
+                    let room = max.saturating_sub(st.allocated_slots * self.cs());
+                    want = want.min(room).max(end);
+                }
+            }
+            journal
+                .reserve(want)
+                .or_else(|e| {
+                    // Without room to reserve ahead, the exact size may
+                    // still fit.
+                    if is_enospc(&e) {
+                        journal.reserve(end)
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| CowError::io("cannot grow the journal", e))?;
+            jt.reserved = journal.len().unwrap_or(end).max(end);
+        }
+        journal
+            .write_at(&frames, jt.end)
+            .and_then(|()| journal.sync())
+            .map_err(|e| CowError::io("cannot append to the journal", e))?;
+        jt.end = end;
+        jt.next_seq += records.len() as u64;
+        Ok(())
+    }
+
+    fn append(&self, records: &[Record]) -> CowResult<()> {
+        let mut jt = lock(&self.journal);
+        self.append_locked(&mut jt, records)
+    }
+
+    // ---- shadows -----------------------------------------------------
+
+    /// The cut. The caller holds the volume's filesystem frozen (or
+    /// otherwise quiet); writes still in flight in this engine finish
+    /// first. `free` lists byte ranges that are free space in the volume's
+    /// filesystem right now (GETFSMAP), or is empty when unknown.
+    pub fn create_shadow(
+        &self,
+        shadow_id: u128,
+        free: &[(u64, u64)],
+        created_unix_ns: i64,
+    ) -> CowResult<ShadowInfo> {
+        let _cut = self.cut.write().unwrap_or_else(|p| p.into_inner());
+        let _cow = lock(&self.cow);
+        {
+            let st = lock(&self.state);
+            if st.by_id.contains_key(&shadow_id) {
+                return Err(CowError::ShadowExists(shadow_id));
+            }
+        }
+        loop {
+            let count = lock(&self.state).shadows.len() as u32;
+            if count < self.tuning.max_shadows {
+                break;
+            }
+            if !self.tuning.evict_at_limit {
+                return Err(CowError::ShadowLimit {
+                    limit: self.tuning.max_shadows,
+                });
+            }
+            self.evict_oldest(DeleteReason::ShadowLimit)?;
+        }
+        // The shadow is the live volume as it is now, durably.
+        self.origin
+            .sync()
+            .map_err(|e| CowError::io("cannot sync the live volume", e))?;
+        let free = ChunkRanges::from_byte_ranges(free, self.sb.chunk_size, self.sb.volume_size);
+        let epoch = lock(&self.state).next_epoch;
+        self.append(&[Record::ShadowCreated {
+            epoch,
+            shadow_id,
+            created_unix_ns,
+            free: free.ranges().to_vec(),
+        }])?;
+        let mut st = lock(&self.state);
+        st.protect_after_cut(&free);
+        let info = ShadowInfo {
+            shadow_id,
+            epoch,
+            created_unix_ns,
+            lost: None,
+            free_chunks: free.chunk_count(),
+        };
+        st.add_shadow(Shadow {
+            shadow_id,
+            epoch,
+            created_unix_ns,
+            free,
+            lost: None,
+        });
+        Ok(info)
+    }
+
+    pub fn shadows(&self) -> Vec<ShadowInfo> {
+        lock(&self.state)
+            .shadows
+            .values()
+            .map(|s| ShadowInfo {
+                shadow_id: s.shadow_id,
+                epoch: s.epoch,
+                created_unix_ns: s.created_unix_ns,
+                lost: s.lost,
+                free_chunks: s.free.chunk_count(),
+            })
+            .collect()
+    }
+
+    pub fn shadow(&self, shadow_id: u128) -> Option<ShadowInfo> {
+        self.shadows()
+            .into_iter()
+            .find(|s| s.shadow_id == shadow_id)
+    }
+
+    pub fn delete_shadow(&self, shadow_id: u128) -> CowResult<()> {
+        {
+            let _cow = lock(&self.cow);
+            let epoch = *lock(&self.state)
+                .by_id
+                .get(&shadow_id)
+                .ok_or(CowError::NoSuchShadow(shadow_id))?;
+            self.delete_locked(epoch, DeleteReason::Requested)?;
+        }
+        self.compact_if_worthwhile()
+    }
+
+    /// Deletes the oldest shadow. Caller holds `cow`.
+    fn evict_oldest(&self, reason: DeleteReason) -> CowResult<()> {
+        let Some(epoch) = lock(&self.state).oldest_epoch() else {
+            // Nothing left to evict: nothing needs a copy either, so the
+            // caller's retry finds no work.
+            return Ok(());
+        };
+        self.delete_locked(epoch, reason)
+    }
+
+    /// Caller holds `cow`.
+    fn delete_locked(&self, epoch: u64, reason: DeleteReason) -> CowResult<()> {
+        // Durable first: only then may the freed slots take other data.
+        self.append(&[Record::ShadowDeleted { epoch, reason }])?;
+        let (shadow_id, freed) = {
+            let mut st = lock(&self.state);
+            let id = st.shadows.get(&epoch).map(|s| s.shadow_id);
+            let freed = st.remove_shadow(epoch);
+            st.free_slots.extend(freed.iter().copied());
+            (id, freed.len())
+        };
+        if let (Some(shadow_id), true) = (shadow_id, reason != DeleteReason::Requested) {
+            let usage = self.usage();
+            tracing::warn!(
+                shadow = format!("{shadow_id:032x}"),
+                ?reason,
+                freed_chunks = freed,
+                "shadow deleted to make room in shadow storage"
+            );
+            self.emit(&Event::ShadowEvicted {
+                shadow_id,
+                reason,
+                used_bytes: usage.used_bytes,
+                max_bytes: usage.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn emit(&self, event: &Event) {
+        if let Some(sink) = &self.sink {
+            sink(event);
+        }
+    }
+
+    /// Marks shadows lost, durably when the journal can still be written.
+    fn mark_lost(&self, epochs: &[u64], reason: LostReason) {
+        let mut jt = lock(&self.journal);
+        let fresh: Vec<u64> = {
+            let st = lock(&self.state);
+            epochs
+                .iter()
+                .copied()
+                .filter(|e| st.shadows.get(e).is_some_and(|s| s.lost.is_none()))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        let records: Vec<Record> = fresh
+            .iter()
+            .map(|&epoch| Record::ShadowLost { epoch, reason })
+            .collect();
+        if let Err(e) = self.append_locked(&mut jt, &records) {
+            tracing::error!(error = %e, "cannot record lost shadows in the journal");
+        }
+        let mut lost_ids = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            for e in fresh {
+                if let Some(s) = st.shadows.get_mut(&e) {
+                    s.lost = Some(reason);
+                    lost_ids.push(s.shadow_id);
+                }
+            }
+        }
+        drop(jt);
+        for shadow_id in lost_ids {
+            self.emit(&Event::ShadowLost { shadow_id, reason });
+        }
+    }
+
+    /// Reads a shadow. Copies are checked against their crc32c; a bad one
+    /// makes every shadow it serves lost. Reads of chunks still live are
+    /// validated after the fact: if a copy appeared meanwhile (a live write
+    /// raced this read) the read is done again from the copy.
+    pub fn read_shadow(&self, shadow_id: u128, buf: &mut [u8], offset: u64) -> CowResult<()> {
+        self.check_range(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let cs = self.cs();
+        let first = offset / cs;
+        let last = (offset + buf.len() as u64 - 1) / cs;
+        loop {
+            let (epoch, sources) = {
+                let st = lock(&self.state);
+                let epoch = *st
+                    .by_id
+                    .get(&shadow_id)
+                    .ok_or(CowError::NoSuchShadow(shadow_id))?;
+                if let Some(reason) = st.shadows[&epoch].lost {
+                    return Err(CowError::ShadowLost { shadow_id, reason });
+                }
+                let sources: Vec<Source> = (first..=last)
+                    .map(|c| st.source(epoch, c).expect("shadow exists"))
+                    .collect();
+                (epoch, sources)
+            };
+            let mut chunk_buf = Vec::new();
+            for (i, c) in (first..=last).enumerate() {
+                let c_start = c * cs;
+                let lo = offset.max(c_start);
+                let hi = (offset + buf.len() as u64).min(c_start + cs);
+                let out = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+                match sources[i] {
+                    Source::Zeros => out.fill(0),
+                    Source::Live => self
+                        .origin
+                        .read_at(out, lo)
+                        .map_err(|e| CowError::io("cannot read the live volume", e))?,
+                    Source::Copy { epoch: tag, at } => {
+                        chunk_buf.resize(cs as usize, 0);
+                        self.storage
+                            .data()
+                            .read_at(&mut chunk_buf, at.slot * cs)
+                            .map_err(|e| CowError::io("cannot read a preserved chunk", e))?;
+                        if crc32c::crc32c(&chunk_buf) != at.crc {
+                            let served = lock(&self.state).shadows_served_by(c, tag);
+                            self.mark_lost(&served, LostReason::PreservedDataCorrupt);
+                            return Err(CowError::ShadowLost {
+                                shadow_id,
+                                reason: LostReason::PreservedDataCorrupt,
+                            });
+                        }
+                        let from = (lo - c_start) as usize;
+                        out.copy_from_slice(&chunk_buf[from..from + out.len()]);
+                    }
+                }
+            }
+            // Validate: the shadow still exists (so no slot it reads was
+            // reused) and every chunk read live still is.
+            let st = lock(&self.state);
+            if st.by_id.get(&shadow_id) != Some(&epoch) {
+                return Err(CowError::NoSuchShadow(shadow_id));
+            }
+            let unchanged = (first..=last)
+                .zip(&sources)
+                .all(|(c, s)| *s != Source::Live || st.source(epoch, c) == Some(Source::Live));
+            if unchanged {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the content of a shadow back onto the live volume, through
+    /// the copy-on-write path (so every other shadow, older or newer, stays
+    /// exact). Chunks that were free space at the shadow's cut are left as
+    /// they are: the shadow's filesystem does not use them. The caller
+    /// keeps the live filesystem unmounted. `total` is set before the first
+    /// write; `done` counts chunks written (for `vssadmin query reverts`).
+    pub fn revert_to(
+        &self,
+        shadow_id: u128,
+        total: &AtomicU64,
+        done: &AtomicU64,
+    ) -> CowResult<()> {
+        let chunks: Vec<u64> = {
+            let st = lock(&self.state);
+            let epoch = *st
+                .by_id
+                .get(&shadow_id)
+                .ok_or(CowError::NoSuchShadow(shadow_id))?;
+            if let Some(reason) = st.shadows[&epoch].lost {
+                return Err(CowError::ShadowLost { shadow_id, reason });
+            }
+            let mut cs: Vec<u64> = st
+                .records()
+                .filter(|&(c, e, _)| e >= epoch && st.source(epoch, c) != Some(Source::Zeros))
+                .map(|(c, _, _)| c)
+                .collect();
+            cs.dedup();
+            cs
+        };
+        total.store(chunks.len() as u64, Ordering::Relaxed);
+        let mut buf = Vec::new();
+        for c in chunks {
+            let len = self.chunk_len(c);
+            buf.resize(len, 0);
+            self.read_shadow(shadow_id, &mut buf, c * self.cs())?;
+            self.write_live(&buf, c * self.cs())?;
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        self.flush_live()
+    }
+
+    // ---- space -------------------------------------------------------
+
+    pub fn usage(&self) -> Usage {
+        let journal = lock(&self.journal).reserved;
+        let st = lock(&self.state);
+        Usage {
+            used_bytes: st.used_slots() * self.cs() + journal,
+            allocated_bytes: st.allocated_slots * self.cs() + journal,
+            max_bytes: st.max_bytes,
+            shadow_count: st.shadows.len() as u32,
+        }
+    }
+
+    /// Changes the maximum size; a lower maximum deletes the oldest shadows
+    /// until the space in use fits and gives back unused space at the end
+    /// of the data file.
+    pub fn set_max_bytes(&self, max_bytes: Option<u64>) -> CowResult<()> {
+        {
+            let _cow = lock(&self.cow);
+            self.append(&[Record::SetMaxSize { max_bytes }])?;
+            lock(&self.state).max_bytes = max_bytes;
+            if let Some(max) = max_bytes {
+                while self.usage().used_bytes > max && lock(&self.state).oldest_epoch().is_some() {
+                    self.evict_oldest(DeleteReason::Resized)?;
+                }
+                self.trim_data_file()?;
+                self.trim_journal_reserve()?;
+            }
+        }
+        self.compact_if_worthwhile()
+    }
+
+    /// Shrinks the data file to fit the maximum size: copies at the end
+    /// move into free slots lower down (each move durable before the old
+    /// slot is given up), then the end is cut off. Caller holds `cow`.
+    fn trim_data_file(&self) -> CowResult<()> {
+        let cs = self.cs();
+        let target = {
+            let journal = lock(&self.journal).end;
+            let st = lock(&self.state);
+            let fit = st
+                .max_bytes
+                .map_or(u64::MAX, |m| m.saturating_sub(journal) / cs)
+                .max(st.used_slots());
+            fit.min(st.allocated_slots)
+        };
+        let moves: Vec<(u64, u64, Preserved)> = lock(&self.state)
+            .records()
+            .filter(|&(_, _, p)| p.slot >= target)
+            .collect();
+        let data = self.storage.data();
+        let mut buf = vec![0u8; cs as usize];
+        for (chunk, epoch, old) in moves {
+            let Some(new_slot) = lock(&self.state).free_slots.range(..target).next().copied() else {
+                break;
+            };
+            data.read_at(&mut buf, old.slot * cs)
+                .and_then(|()| data.write_at(&buf, new_slot * cs))
+                .and_then(|()| data.sync())
+                .map_err(|e| CowError::io("cannot move a preserved chunk", e))?;
+            self.append(&[Record::Preserved {
+                chunk,
+                epoch,
+                slot: new_slot,
+                data_crc: old.crc,
+            }])?;
+            let mut st = lock(&self.state);
+            st.free_slots.remove(&new_slot);
+            st.insert_record(chunk, epoch, Preserved { slot: new_slot, crc: old.crc });
+            st.free_slots.insert(old.slot);
+        }
+        let mut st = lock(&self.state);
+        let mut end = st.allocated_slots;
+        while end > 0 && st.free_slots.contains(&(end - 1)) {
+            end -= 1;
+        }
+        if end == st.allocated_slots {
+            return Ok(());
+        }
+        data.truncate(end * cs)
+            .map_err(|e| CowError::io("cannot shrink the data file", e))?;
+        let gone: Vec<u64> = st.free_slots.range(end..).copied().collect();
+        for s in gone {
+            st.free_slots.remove(&s);
+        }
+        st.allocated_slots = end;
+        Ok(())
+    }
+
+    /// Gives back journal space reserved ahead. Caller holds `cow`.
+    fn trim_journal_reserve(&self) -> CowResult<()> {
+        let mut jt = lock(&self.journal);
+        if jt.reserved > jt.end {
+            self.storage
+                .journal()
+                .truncate(jt.end)
+                .map_err(|e| CowError::io("cannot shrink the journal", e))?;
+            jt.reserved = jt.end;
+        }
+        Ok(())
+    }
+
+    // ---- recovery and compaction -------------------------------------
+
+    /// Checks every preserved copy against its crc; bad ones make the
+    /// shadows they serve lost.
+    fn check_all_copies(&self, lost: &mut Vec<(u128, LostReason)>) -> CowResult<u64> {
+        let records: Vec<(u64, u64, Preserved)> = lock(&self.state).records().collect();
+        let cs = self.cs();
+        let data = self.storage.data();
+        let mut buf = vec![0u8; cs as usize];
+        let mut bad_epochs = Vec::new();
+        for &(c, e, p) in &records {
+            let ok = data.read_at(&mut buf, p.slot * cs).is_ok() && crc32c::crc32c(&buf) == p.crc;
+            if !ok {
+                bad_epochs.extend(lock(&self.state).shadows_served_by(c, e));
+            }
+        }
+        bad_epochs.sort_unstable();
+        bad_epochs.dedup();
+        let ids: Vec<u128> = {
+            let st = lock(&self.state);
+            bad_epochs
+                .iter()
+                .filter_map(|e| st.shadows.get(e))
+                .filter(|s| s.lost.is_none())
+                .map(|s| s.shadow_id)
+                .collect()
+        };
+        self.mark_lost(&bad_epochs, LostReason::PreservedDataCorrupt);
+        lost.extend(ids.into_iter().map(|id| (id, LostReason::PreservedDataCorrupt)));
+        Ok(records.len() as u64)
+    }
+
+    /// Rewrites the journal as the minimal set of records for the current
+    /// state once the old one has grown well past that.
+    fn compact_if_worthwhile(&self) -> CowResult<()> {
+        let _cow = lock(&self.cow);
+        let mut jt = lock(&self.journal);
+        let st = lock(&self.state);
+        let estimate = 64
+            + st.shadows.values().map(|s| 64 + 16 * s.free.ranges().len() as u64).sum::<u64>()
+            + st.record_count() * 45;
+        if jt.end < self.tuning.compact_after_bytes || jt.end < 4 * estimate {
+            return Ok(());
+        }
+        let mut records = vec![
+            Record::EpochFloor {
+                next_epoch: st.next_epoch,
+            },
+            Record::SetMaxSize {
+                max_bytes: st.max_bytes,
+            },
+        ];
+        for s in st.shadows.values() {
+            records.push(Record::ShadowCreated {
+                epoch: s.epoch,
+                shadow_id: s.shadow_id,
+                created_unix_ns: s.created_unix_ns,
+                free: s.free.ranges().to_vec(),
+            });
+            if let Some(reason) = s.lost {
+                records.push(Record::ShadowLost {
+                    epoch: s.epoch,
+                    reason,
+                });
+            }
+        }
+        for (chunk, epoch, p) in st.records() {
+            records.push(Record::Preserved {
+                chunk,
+                epoch,
+                slot: p.slot,
+                data_crc: p.crc,
+            });
+        }
+        let mut frames = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            r.encode_frame(i as u64, &mut frames);
+        }
+        self.storage
+            .replace_journal(&frames)
+            .map_err(|e| CowError::io("cannot compact the journal", e))?;
+        jt.next_seq = records.len() as u64;
+        jt.end = frames.len() as u64;
+        jt.reserved = jt.end;
+        Ok(())
+    }
+}
+
+enum CopyError {
+    /// The filesystem holding the shadow storage is full.
+    Full,
+    Failed(CowError),
+}
+
+impl CopyError {
+    fn from_io(context: &str, e: std::io::Error) -> Self {
+        if is_enospc(&e) {
+            CopyError::Full
+        } else {
+            CopyError::Failed(CowError::io(context, e))
+        }
+    }
+}
+
+fn read_superblock(f: &dyn Backing) -> CowResult<Superblock> {
+    let mut b = vec![0u8; 2 * SUPERBLOCK_SIZE];
+    f.read_at(&mut b, 0)
+        .map_err(|e| CowError::io("cannot read the superblock", e))?;
+    match Superblock::decode(&b[..SUPERBLOCK_SIZE]) {
+        Ok(sb) => Ok(sb),
+        Err(first) => Superblock::decode(&b[SUPERBLOCK_SIZE..]).map_err(|_| first.into()),
+    }
+}
+
+/// Applies one replayed record to the state.
+fn apply(st: &mut State, record: Record) -> CowResult<()> {
+    match record {
+        Record::EpochFloor { next_epoch } => st.next_epoch = st.next_epoch.max(next_epoch),
+        Record::SetMaxSize { max_bytes } => st.max_bytes = max_bytes,
+        Record::ShadowCreated {
+            epoch,
+            shadow_id,
+            created_unix_ns,
+            free,
+        } => st.add_shadow(Shadow {
+            shadow_id,
+            epoch,
+            created_unix_ns,
+            free: ChunkRanges::from_ranges(free),
+            lost: None,
+        }),
+        Record::ShadowDeleted { epoch, .. } => {
+            st.remove_shadow(epoch);
+        }
+        Record::ShadowLost { epoch, reason } => {
+            if let Some(s) = st.shadows.get_mut(&epoch) {
+                s.lost = Some(reason);
+            }
+        }
+        Record::Preserved {
+            chunk,
+            epoch,
+            slot,
+            data_crc,
+        } => {
+            if chunk >= st.chunk_count {
+                return Err(CowError::Format(crate::error::FormatError::Invalid(format!(
+                    "preserved chunk {chunk} is outside the volume"
+                ))));
+            }
+            st.insert_record(
+                chunk,
+                epoch,
+                Preserved {
+                    slot,
+                    crc: data_crc,
+                },
+            );
+        }
+    }
+    Ok(())
+}

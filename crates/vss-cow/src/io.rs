@@ -1,0 +1,319 @@
+//! Where the engine's bytes live. The engine only sees [`Backing`] (a
+//! random-access file or device) and [`StorageFiles`] (the three files of one
+//! shadow storage), so the same code runs on real files and, in the property
+//! tests, in memory.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A random-access byte store: the live volume, or one file of shadow
+/// storage.
+pub trait Backing: Send + Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Returns when every completed write is durable.
+    fn sync(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    /// Reserves space so that writes below `len` cannot fail for lack of
+    /// space; grows the store if needed. `ENOSPC` when the filesystem is full.
+    fn reserve(&self, len: u64) -> io::Result<()>;
+    fn truncate(&self, len: u64) -> io::Result<()>;
+}
+
+/// A file or block device.
+pub struct FileBacking {
+    file: File,
+    is_block_device: bool,
+}
+
+impl FileBacking {
+    pub fn open(path: &Path, writable: bool) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        Self::from_file(file)
+    }
+
+    pub fn create_new(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        Self::from_file(file)
+    }
+
+    pub fn from_file(file: File) -> io::Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        let is_block_device = file.metadata()?.file_type().is_block_device();
+        Ok(FileBacking {
+            file,
+            is_block_device,
+        })
+    }
+}
+
+impl Backing for FileBacking {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        if self.is_block_device {
+            use std::io::{Seek, SeekFrom};
+            // Seeking to the end of a block device yields its size, without
+            // an ioctl.
+            let mut f = &self.file;
+            f.seek(SeekFrom::End(0))
+        } else {
+            Ok(self.file.metadata()?.len())
+        }
+    }
+
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        let cur = self.len()?;
+        if len <= cur {
+            return Ok(());
+        }
+        let off = i64::try_from(cur).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let add = i64::try_from(len - cur).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        use std::os::fd::AsRawFd;
+        match nix::fcntl::fallocate(
+            self.file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            off,
+            add,
+        ) {
+            Ok(()) => Ok(()),
+            // Filesystems without fallocate: grow sparsely; a later write
+            // may then meet ENOSPC, which the engine handles the same way.
+            Err(nix::errno::Errno::EOPNOTSUPP) => self.file.set_len(len),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+/// Bytes in memory, with an optional capacity past which `reserve` fails
+/// with `ENOSPC` (to test the storage-full path).
+#[derive(Clone, Default)]
+pub struct MemBacking {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+#[derive(Default)]
+struct MemInner {
+    bytes: Vec<u8>,
+    capacity: Option<u64>,
+}
+
+impl MemBacking {
+    pub fn new(len: u64) -> Self {
+        let m = MemBacking::default();
+        m.lock().bytes = vec![0; len as usize];
+        m
+    }
+
+    pub fn with_capacity_limit(self, capacity: u64) -> Self {
+        self.lock().capacity = Some(capacity);
+        self
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.lock().bytes.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Backing for MemBacking {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let g = self.lock();
+        let start = offset as usize;
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= g.bytes.len())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(&g.bytes[start..end]);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut g = self.lock();
+        let start = offset as usize;
+        let end = start + buf.len();
+        if end > g.bytes.len() {
+            if g.capacity.is_some_and(|c| end as u64 > c) {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            g.bytes.resize(end, 0);
+        }
+        g.bytes[start..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.lock().bytes.len() as u64)
+    }
+
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        let mut g = self.lock();
+        if len as usize > g.bytes.len() {
+            if g.capacity.is_some_and(|c| len > c) {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            g.bytes.resize(len as usize, 0);
+        }
+        Ok(())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.lock().bytes.resize(len as usize, 0);
+        Ok(())
+    }
+}
+
+/// The three files of one volume's shadow storage.
+pub trait StorageFiles: Send + Sync {
+    fn superblock(&self) -> &dyn Backing;
+    fn data(&self) -> &dyn Backing;
+    fn journal(&self) -> Arc<dyn Backing>;
+    /// Atomically replaces the journal with `contents` (durable on return):
+    /// a crash leaves either the old journal or the new one.
+    fn replace_journal(&self, contents: &[u8]) -> io::Result<()>;
+}
+
+/// Shadow storage in a directory: `superblock`, `journal`, `data`.
+pub struct DirStorage {
+    dir: PathBuf,
+    superblock: FileBacking,
+    data: FileBacking,
+    journal: Mutex<Arc<dyn Backing>>,
+}
+
+pub const SUPERBLOCK_FILE: &str = "superblock";
+pub const JOURNAL_FILE: &str = "journal";
+pub const DATA_FILE: &str = "data";
+
+impl DirStorage {
+    /// Creates the files in `dir`, which must exist and hold none of them.
+    pub fn create(dir: &Path) -> io::Result<Self> {
+        let superblock = FileBacking::create_new(&dir.join(SUPERBLOCK_FILE))?;
+        let data = FileBacking::create_new(&dir.join(DATA_FILE))?;
+        let journal = FileBacking::create_new(&dir.join(JOURNAL_FILE))?;
+        sync_dir(dir)?;
+        Ok(DirStorage {
+            dir: dir.to_owned(),
+            superblock,
+            data,
+            journal: Mutex::new(Arc::new(journal)),
+        })
+    }
+
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        Ok(DirStorage {
+            dir: dir.to_owned(),
+            superblock: FileBacking::open(&dir.join(SUPERBLOCK_FILE), true)?,
+            data: FileBacking::open(&dir.join(DATA_FILE), true)?,
+            journal: Mutex::new(Arc::new(FileBacking::open(&dir.join(JOURNAL_FILE), true)?)),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl StorageFiles for DirStorage {
+    fn superblock(&self) -> &dyn Backing {
+        &self.superblock
+    }
+
+    fn data(&self) -> &dyn Backing {
+        &self.data
+    }
+
+    fn journal(&self) -> Arc<dyn Backing> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace_journal(&self, contents: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join("journal.new");
+        let _ = std::fs::remove_file(&tmp);
+        let f = FileBacking::create_new(&tmp)?;
+        f.write_at(contents, 0)?;
+        f.sync()?;
+        std::fs::rename(&tmp, self.dir.join(JOURNAL_FILE))?;
+        sync_dir(&self.dir)?;
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(f);
+        Ok(())
+    }
+}
+
+/// Shadow storage in memory, for tests.
+#[derive(Clone)]
+pub struct MemStorage {
+    pub superblock: MemBacking,
+    pub data: MemBacking,
+    journal: Arc<Mutex<MemBacking>>,
+}
+
+impl MemStorage {
+    /// `capacity`: bytes the data file may reach before `ENOSPC`.
+    pub fn new(capacity: Option<u64>) -> Self {
+        let data = MemBacking::new(0);
+        let data = match capacity {
+            Some(c) => data.with_capacity_limit(c),
+            None => data,
+        };
+        MemStorage {
+            superblock: MemBacking::new(0),
+            data,
+            journal: Arc::new(Mutex::new(MemBacking::new(0))),
+        }
+    }
+}
+
+impl StorageFiles for MemStorage {
+    fn superblock(&self) -> &dyn Backing {
+        &self.superblock
+    }
+
+    fn data(&self) -> &dyn Backing {
+        &self.data
+    }
+
+    fn journal(&self) -> Arc<dyn Backing> {
+        Arc::new(self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn replace_journal(&self, contents: &[u8]) -> io::Result<()> {
+        let fresh = MemBacking::new(0);
+        fresh.write_at(contents, 0)?;
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}

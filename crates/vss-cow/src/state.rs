@@ -1,0 +1,316 @@
+//! The engine's in-memory index: which shadows exist, which preserved copy
+//! serves which shadow, which slots are free. Pure data and rules; the I/O
+//! is in `engine.rs`.
+//!
+//! Epochs. Every shadow gets the next epoch number at its cut; epochs never
+//! repeat. A preserved copy of chunk `c` tagged with epoch `e` holds the
+//! content `c` had from the cut of the shadow before it was last preserved
+//! up to the first write after the cut of `e`. Shadow `j` therefore reads
+//! chunk `c` from the preserved copy with the smallest epoch `e >= j`, or
+//! from the live volume when there is none: no write reached `c` since
+//! `j`'s cut. A write preserves `c` only when some shadow newer than `c`'s
+//! newest copy needs it, and tags the copy with the newest shadow's epoch,
+//! so a chunk is copied at most once between two cuts, however many shadows
+//! there are.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::extents::ChunkRanges;
+use crate::format::LostReason;
+
+/// Where one preserved copy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preserved {
+    pub slot: u64,
+    pub crc: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Shadow {
+    pub shadow_id: u128,
+    pub epoch: u64,
+    pub created_unix_ns: i64,
+    /// Chunks that were free space at the cut: read as zeros, never
+    /// preserved for this shadow.
+    pub free: ChunkRanges,
+    pub lost: Option<LostReason>,
+}
+
+/// How a shadow's chunk is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Zeros,
+    Live,
+    Copy { epoch: u64, at: Preserved },
+}
+
+pub struct State {
+    pub chunk_count: u64,
+    pub shadows: BTreeMap<u64, Shadow>,
+    pub by_id: HashMap<u128, u64>,
+    pub next_epoch: u64,
+    /// `(chunk, epoch)` → preserved copy.
+    records: BTreeMap<(u64, u64), Preserved>,
+    /// The same keys by epoch first, to find what a deletion may free.
+    by_epoch: BTreeSet<(u64, u64)>,
+    /// Bit set: a write to this chunk needs no copy (every shadow has what
+    /// it needs). Only ever set conservatively: a clear bit just means "check".
+    protected: Vec<u64>,
+    pub max_bytes: Option<u64>,
+    /// Slots the data file holds.
+    pub allocated_slots: u64,
+    pub free_slots: BTreeSet<u64>,
+}
+
+impl State {
+    pub fn new(chunk_count: u64) -> Self {
+        State {
+            chunk_count,
+            shadows: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next_epoch: 1,
+            records: BTreeMap::new(),
+            by_epoch: BTreeSet::new(),
+            protected: vec![u64::MAX; chunk_count.div_ceil(64) as usize],
+            max_bytes: None,
+            allocated_slots: 0,
+            free_slots: BTreeSet::new(),
+        }
+    }
+
+    pub fn is_protected(&self, chunk: u64) -> bool {
+        self.protected[(chunk / 64) as usize] & (1 << (chunk % 64)) != 0
+    }
+
+    pub fn set_protected(&mut self, chunk: u64) {
+        self.protected[(chunk / 64) as usize] |= 1 << (chunk % 64);
+    }
+
+    /// Newest shadow, lost or not.
+    pub fn latest_epoch(&self) -> Option<u64> {
+        self.shadows.keys().next_back().copied()
+    }
+
+    pub fn oldest_epoch(&self) -> Option<u64> {
+        self.shadows.keys().next().copied()
+    }
+
+    /// Epoch of the newest preserved copy of `chunk`.
+    fn newest_copy(&self, chunk: u64) -> Option<u64> {
+        self.records
+            .range((chunk, 0)..=(chunk, u64::MAX))
+            .next_back()
+            .map(|(&(_, e), _)| e)
+    }
+
+    /// Whether a write to `chunk` must first preserve it: some readable
+    /// shadow cut after the chunk's newest copy did not have it as free
+    /// space.
+    pub fn needs_preserve(&self, chunk: u64) -> bool {
+        if self.is_protected(chunk) {
+            return false;
+        }
+        let from = self.newest_copy(chunk).map_or(0, |e| e + 1);
+        self.shadows
+            .range(from..)
+            .any(|(_, s)| s.lost.is_none() && !s.free.contains(chunk))
+    }
+
+    /// Which shadows a preserved copy of `chunk` made now would serve and
+    /// need it (to mark them lost when the copy cannot be made).
+    pub fn shadows_needing(&self, chunk: u64) -> Vec<u64> {
+        let from = self.newest_copy(chunk).map_or(0, |e| e + 1);
+        self.shadows
+            .range(from..)
+            .filter(|(_, s)| s.lost.is_none() && !s.free.contains(chunk))
+            .map(|(&e, _)| e)
+            .collect()
+    }
+
+    pub fn source(&self, epoch: u64, chunk: u64) -> Option<Source> {
+        let shadow = self.shadows.get(&epoch)?;
+        if shadow.free.contains(chunk) {
+            return Some(Source::Zeros);
+        }
+        Some(
+            match self
+                .records
+                .range((chunk, epoch)..=(chunk, u64::MAX))
+                .next()
+            {
+                Some((&(_, e), &at)) => Source::Copy { epoch: e, at },
+                None => Source::Live,
+            },
+        )
+    }
+
+    pub fn insert_record(&mut self, chunk: u64, epoch: u64, at: Preserved) {
+        self.records.insert((chunk, epoch), at);
+        self.by_epoch.insert((epoch, chunk));
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = (u64, u64, Preserved)> + '_ {
+        self.records.iter().map(|(&(c, e), &p)| (c, e, p))
+    }
+
+    /// Shadows a given copy serves: those cut after the chunk's previous
+    /// copy, up to the copy's own epoch, that had the chunk in use.
+    pub fn shadows_served_by(&self, chunk: u64, epoch: u64) -> Vec<u64> {
+        let prev = self
+            .records
+            .range((chunk, 0)..(chunk, epoch))
+            .next_back()
+            .map_or(0, |(&(_, e), _)| e + 1);
+        self.shadows
+            .range(prev..=epoch)
+            .filter(|(_, s)| !s.free.contains(chunk))
+            .map(|(&e, _)| e)
+            .collect()
+    }
+
+    pub fn add_shadow(&mut self, shadow: Shadow) {
+        self.next_epoch = self.next_epoch.max(shadow.epoch + 1);
+        self.by_id.insert(shadow.shadow_id, shadow.epoch);
+        self.shadows.insert(shadow.epoch, shadow);
+    }
+
+    /// After a cut: a chunk stays protected only if it was and the new
+    /// shadow had it as free space.
+    pub fn protect_after_cut(&mut self, free: &ChunkRanges) {
+        let mut next = vec![0u64; self.protected.len()];
+        for &(first, count) in free.ranges() {
+            for c in first..(first + count).min(self.chunk_count) {
+                next[(c / 64) as usize] |= 1 << (c % 64);
+            }
+        }
+        for (p, n) in self.protected.iter_mut().zip(next) {
+            *p &= n;
+        }
+    }
+
+    /// Recomputes the protected bits from scratch (after a replay).
+    pub fn rebuild_protection(&mut self) {
+        for w in self.protected.iter_mut() {
+            *w = 0;
+        }
+        for c in 0..self.chunk_count {
+            let from = self.newest_copy(c).map_or(0, |e| e + 1);
+            let covered = self
+                .shadows
+                .range(from..)
+                .all(|(_, s)| s.lost.is_some() || s.free.contains(c));
+            if covered {
+                self.set_protected(c);
+            }
+        }
+    }
+
+    /// Removes shadow `epoch` and every preserved copy no remaining shadow
+    /// reads; returns the slots those copies held.
+    pub fn remove_shadow(&mut self, epoch: u64) -> Vec<u64> {
+        let Some(shadow) = self.shadows.remove(&epoch) else {
+            return Vec::new();
+        };
+        self.by_id.remove(&shadow.shadow_id);
+        // Only copies tagged from `epoch` up to the next remaining shadow
+        // can have served this one alone; a copy tagged later also serves
+        // that next shadow.
+        let next = self
+            .shadows
+            .range(epoch + 1..)
+            .next()
+            .map_or(u64::MAX, |(&e, _)| e);
+        let candidates: Vec<(u64, u64)> = self
+            .by_epoch
+            .range((epoch, 0)..(next, 0))
+            .copied()
+            .collect();
+        let mut freed = Vec::new();
+        for (e, c) in candidates {
+            if self.shadows_served_by(c, e).is_empty() {
+                if let Some(p) = self.records.remove(&(c, e)) {
+                    self.by_epoch.remove(&(e, c));
+                    freed.push(p.slot);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Slots in use by preserved copies.
+    pub fn used_slots(&self) -> u64 {
+        self.allocated_slots - self.free_slots.len() as u64
+    }
+
+    /// After a replay: every allocated slot no copy uses is free.
+    pub fn rebuild_free_slots(&mut self) {
+        let used: BTreeSet<u64> = self.records.values().map(|p| p.slot).collect();
+        self.free_slots = (0..self.allocated_slots)
+            .filter(|s| !used.contains(s))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shadow(epoch: u64, free: &[(u64, u64)]) -> Shadow {
+        Shadow {
+            shadow_id: u128::from(epoch) + 1000,
+            epoch,
+            created_unix_ns: 0,
+            free: ChunkRanges::from_ranges(free.to_vec()),
+            lost: None,
+        }
+    }
+
+    #[test]
+    fn one_copy_serves_every_shadow_cut_since_the_last_write() {
+        let mut st = State::new(8);
+        for e in 1..=3 {
+            st.add_shadow(shadow(e, &[]));
+            st.protect_after_cut(&ChunkRanges::new());
+        }
+        assert!(st.needs_preserve(0));
+        st.insert_record(0, 3, Preserved { slot: 0, crc: 0 });
+        assert!(!st.needs_preserve(0));
+        for e in 1..=3 {
+            assert!(matches!(st.source(e, 0), Some(Source::Copy { epoch: 3, .. })));
+        }
+        // Deleting the oldest two frees nothing; the copy still serves 3.
+        assert!(st.remove_shadow(1).is_empty());
+        assert!(st.remove_shadow(2).is_empty());
+        assert_eq!(st.remove_shadow(3), vec![0]);
+    }
+
+    #[test]
+    fn free_chunks_read_zeros_and_need_no_copy() {
+        let mut st = State::new(8);
+        let s = shadow(1, &[(2, 2)]);
+        let free = s.free.clone();
+        st.add_shadow(s);
+        st.protect_after_cut(&free);
+        assert_eq!(st.source(1, 2), Some(Source::Zeros));
+        assert!(!st.needs_preserve(3));
+        assert!(st.needs_preserve(1));
+    }
+
+    #[test]
+    fn deleting_a_middle_shadow_keeps_copies_older_ones_read() {
+        let mut st = State::new(4);
+        st.add_shadow(shadow(1, &[]));
+        st.add_shadow(shadow(2, &[]));
+        st.insert_record(0, 2, Preserved { slot: 5, crc: 0 });
+        st.add_shadow(shadow(3, &[]));
+        // Shadow 2 goes; shadow 1 still reads chunk 0 from the copy at 2.
+        assert!(st.remove_shadow(2).is_empty());
+        assert!(matches!(st.source(1, 0), Some(Source::Copy { epoch: 2, .. })));
+        assert_eq!(st.source(3, 0), Some(Source::Live));
+        assert_eq!(st.remove_shadow(1), vec![5]);
+    }
+}

@@ -1,0 +1,318 @@
+//! The engine against a reference model: the model keeps the live volume as
+//! bytes and every shadow as a full copy taken at its cut (free chunks
+//! zeroed). Random writes, cuts, deletions, space limits and reopenings
+//! (journal replay) are applied to both; every read of the live volume or
+//! of a shadow must agree, and a shadow may only disappear by eviction,
+//! oldest first, with an event.
+//!
+//! `VSS_COW_MODEL_CASES` sets the number of cases (default 200, of 500
+//! operations each on average: 100,000 operations per run).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use vss_cow::{
+    CowError, CowVolume, CreateOptions, Event, EventSink, MemBacking, MemStorage, Tuning,
+};
+
+const CHUNK: u32 = 4096;
+/// Not a multiple of the chunk size, so the short last chunk is exercised.
+const VOLUME: u64 = 48 * CHUNK as u64 + 1000;
+const OPS_PER_CASE: usize = 500;
+const JOURNAL_SLACK: u64 = 64 << 10;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write { offset: u64, len: usize, seed: u8 },
+    Cut { free: Vec<(u64, u64)> },
+    Delete { pick: usize },
+    ReadShadow { pick: usize, offset: u64, len: usize },
+    ReadLive { offset: u64, len: usize },
+    CheckAll,
+    SetMax { max: Option<u64> },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let span = (0..VOLUME, 1usize..3 * CHUNK as usize).prop_map(|(o, l)| {
+        let l = l.min((VOLUME - o) as usize).max(1);
+        (o, l)
+    });
+    prop_oneof![
+        40 => (span.clone(), any::<u8>()).prop_map(|((offset, len), seed)| Op::Write { offset, len, seed }),
+        6 => proptest::collection::vec((0..VOLUME, 0..VOLUME / 4), 0..4).prop_map(|free| Op::Cut { free }),
+        3 => any::<usize>().prop_map(|pick| Op::Delete { pick }),
+        15 => (any::<usize>(), span.clone()).prop_map(|(pick, (offset, len))| Op::ReadShadow { pick, offset, len }),
+        4 => span.prop_map(|(offset, len)| Op::ReadLive { offset, len }),
+        1 => Just(Op::CheckAll),
+        1 => proptest::option::of(0u64..64 * CHUNK as u64).prop_map(|max| Op::SetMax { max }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+struct ModelShadow {
+    id: u128,
+    image: Vec<u8>,
+}
+
+struct Harness {
+    origin: MemBacking,
+    storage: Arc<MemStorage>,
+    vol: Option<CowVolume>,
+    events: Arc<Mutex<Vec<Event>>>,
+    live: Vec<u8>,
+    shadows: VecDeque<ModelShadow>,
+    next_id: u128,
+    tuning: Tuning,
+}
+
+impl Harness {
+    fn new(capacity: Option<u64>, tuning: Tuning) -> Self {
+        let origin = MemBacking::new(VOLUME);
+        let storage = Arc::new(MemStorage::new(capacity));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let vol = CowVolume::create(
+            Arc::new(origin.clone()),
+            storage.clone(),
+            CreateOptions {
+                storage_id: 1,
+                volume_id: 2,
+                chunk_size: CHUNK,
+                max_bytes: None,
+                created_unix: 0,
+            },
+            tuning.clone(),
+            Some(sink(&events)),
+        )
+        .expect("create");
+        Harness {
+            origin,
+            storage,
+            vol: Some(vol),
+            events,
+            live: vec![0; VOLUME as usize],
+            shadows: VecDeque::new(),
+            next_id: 100,
+            tuning,
+        }
+    }
+
+    fn vol(&self) -> &CowVolume {
+        self.vol.as_ref().expect("open")
+    }
+
+    /// Drops shadows the engine evicted; they must be the oldest ones, and
+    /// each must come with an event.
+    fn sync_evictions(&mut self) -> Result<(), TestCaseError> {
+        self.drain_evictions()?;
+        let engine_ids: Vec<u128> = self.vol().shadows().iter().map(|s| s.shadow_id).collect();
+        let model_ids: Vec<u128> = self.shadows.iter().map(|s| s.id).collect();
+        prop_assert_eq!(engine_ids, model_ids);
+        Ok(())
+    }
+
+    fn drain_evictions(&mut self) -> Result<(), TestCaseError> {
+        let evicted: Vec<u128> = self
+            .events
+            .lock()
+            .unwrap()
+            .drain(..)
+            .filter_map(|e| match e {
+                Event::ShadowEvicted { shadow_id, .. } => Some(shadow_id),
+                Event::ShadowLost { shadow_id, .. } => {
+                    panic!("shadow {shadow_id} lost without any fault injected")
+                }
+            })
+            .collect();
+        for id in evicted {
+            let oldest = self.shadows.pop_front().map(|s| s.id);
+            prop_assert_eq!(oldest, Some(id), "eviction must take the oldest shadow");
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Write { offset, len, seed } => {
+                let data: Vec<u8> = (0..*len)
+                    .map(|i| seed.wrapping_add((i / 512) as u8).wrapping_mul(31) ^ (i as u8))
+                    .collect();
+                self.vol().write_live(&data, *offset).expect("live writes never fail");
+                self.live[*offset as usize..*offset as usize + len].copy_from_slice(&data);
+            }
+            Op::Cut { free } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                match self.vol().create_shadow(id, free, id as i64) {
+                    Ok(info) => {
+                        let mut image = self.live.clone();
+                        let free_set = vss_cow::extents::ChunkRanges::from_byte_ranges(
+                            free, CHUNK, VOLUME,
+                        );
+                        for &(first, count) in free_set.ranges() {
+                            let s = (first * CHUNK as u64) as usize;
+                            let e = (((first + count) * CHUNK as u64).min(VOLUME)) as usize;
+                            image[s..e].fill(0);
+                        }
+                        prop_assert_eq!(info.free_chunks, free_set.chunk_count());
+                        self.drain_evictions()?;
+                        self.shadows.push_back(ModelShadow { id, image });
+                    }
+                    Err(CowError::ShadowLimit { .. }) => {
+                        prop_assert!(!self.tuning.evict_at_limit);
+                        prop_assert_eq!(self.shadows.len() as u32, self.tuning.max_shadows);
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("cut failed: {e}"))),
+                }
+            }
+            Op::Delete { pick } => {
+                if !self.shadows.is_empty() {
+                    let i = pick % self.shadows.len();
+                    let s = self.shadows.remove(i).expect("index in range");
+                    self.vol().delete_shadow(s.id).expect("delete");
+                }
+            }
+            Op::ReadShadow { pick, offset, len } => {
+                if !self.shadows.is_empty() {
+                    let s = &self.shadows[pick % self.shadows.len()];
+                    let mut buf = vec![0xAA; *len];
+                    self.vol().read_shadow(s.id, &mut buf, *offset).expect("read shadow");
+                    prop_assert!(
+                        buf[..] == s.image[*offset as usize..*offset as usize + len],
+                        "shadow {} differs at {}+{}",
+                        s.id,
+                        offset,
+                        len
+                    );
+                }
+            }
+            Op::ReadLive { offset, len } => {
+                let mut buf = vec![0; *len];
+                self.vol().read_live(&mut buf, *offset).expect("read live");
+                prop_assert!(buf[..] == self.live[*offset as usize..*offset as usize + len]);
+            }
+            Op::CheckAll => self.check_all()?,
+            Op::SetMax { max } => {
+                self.vol().set_max_bytes(*max).expect("set max");
+                if let Some(m) = max {
+                    prop_assert!(self.vol().usage().used_bytes <= *m || self.vol().shadows().is_empty());
+                }
+            }
+            Op::Reopen => {
+                self.vol = None;
+                let (vol, recovery) = CowVolume::open(
+                    Arc::new(self.origin.clone()),
+                    self.storage.clone(),
+                    self.tuning.clone(),
+                    Some(sink(&self.events)),
+                )
+                .expect("reopen");
+                prop_assert!(recovery.lost.is_empty(), "nothing may be lost on a clean reopen");
+                prop_assert_eq!(recovery.journal_bytes_dropped, 0);
+                self.vol = Some(vol);
+            }
+        }
+        self.sync_evictions()?;
+        if let Some(max) = self.vol().usage().max_bytes {
+            let u = self.vol().usage();
+            // Copies never pass the maximum; the journal may creep past it
+            // by what it appended since the last copy was placed.
+            prop_assert!(
+                u.allocated_bytes <= max.max(u.used_bytes) + JOURNAL_SLACK,
+                "allocated {} > max {}",
+                u.allocated_bytes,
+                max
+            );
+        }
+        Ok(())
+    }
+
+    fn check_all(&self) -> Result<(), TestCaseError> {
+        let mut buf = vec![0; VOLUME as usize];
+        self.vol().read_live(&mut buf, 0).expect("read live");
+        prop_assert!(buf == self.live);
+        for s in &self.shadows {
+            self.vol().read_shadow(s.id, &mut buf, 0).expect("read shadow");
+            prop_assert!(buf == s.image, "shadow {} differs", s.id);
+        }
+        Ok(())
+    }
+}
+
+fn sink(events: &Arc<Mutex<Vec<Event>>>) -> EventSink {
+    let events = events.clone();
+    Arc::new(move |e: &Event| events.lock().unwrap().push(e.clone()))
+}
+
+fn run(ops: Vec<Op>, capacity: Option<u64>, tuning: Tuning) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(capacity, tuning);
+    for (i, op) in ops.iter().enumerate() {
+        h.apply(op)
+            .map_err(|e| TestCaseError::fail(format!("at op {i} ({op:?}): {e}")))?;
+    }
+    h.check_all()
+}
+
+fn cases() -> u32 {
+    std::env::var("VSS_COW_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+fn small_tuning(evict_at_limit: bool) -> Tuning {
+    Tuning {
+        grow_step: 4 * u64::from(CHUNK),
+        max_shadows: 6,
+        evict_at_limit,
+        compact_after_bytes: 2048,
+    }
+}
+
+#[test]
+fn engine_matches_the_model() {
+    let mut runner = TestRunner::new(Config {
+        cases: cases(),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        proptest::collection::vec(op(), 1..2 * OPS_PER_CASE),
+        any::<bool>(),
+        proptest::option::of(8u64..40),
+    );
+    runner
+        .run(&strategy, |(ops, evict, capacity_chunks)| {
+            // Some cases put the shadow storage on a "filesystem" that
+            // fills up, so eviction for lack of space is exercised too.
+            let capacity = capacity_chunks.map(|c| c * u64::from(CHUNK));
+            run(ops, capacity, small_tuning(evict))
+        })
+        .unwrap();
+}
+
+#[test]
+fn write_cost_is_one_copy_per_chunk_whatever_the_shadow_count() {
+    let h = Harness::new(None, Tuning::default());
+    for i in 0..8u128 {
+        h.vol().create_shadow(i + 1, &[], 0).unwrap();
+    }
+    let data = vec![7u8; VOLUME as usize];
+    h.vol().write_live(&data, 0).unwrap();
+    let chunks = VOLUME.div_ceil(u64::from(CHUNK));
+    assert_eq!(h.vol().copies_made(), chunks);
+    h.vol().write_live(&data, 0).unwrap();
+    assert_eq!(h.vol().copies_made(), chunks, "rewrites copy nothing");
+}
+
+#[test]
+fn space_free_at_the_cut_is_never_copied() {
+    let h = Harness::new(None, Tuning::default());
+    let half = 24 * u64::from(CHUNK);
+    h.vol().create_shadow(1, &[(0, half)], 0).unwrap();
+    let data = vec![1u8; half as usize];
+    h.vol().write_live(&data, 0).unwrap();
+    assert_eq!(h.vol().copies_made(), 0);
+}
