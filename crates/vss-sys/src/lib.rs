@@ -10,15 +10,27 @@
 //! - [`fs_uuid`], [`fs_magic`]: what filesystem a volume is;
 //! - [`bind_mount_readonly`], [`unmount`], [`is_mount_point`]: exposing
 //!   shadows;
-//! - [`btrfs`]: read-only subvolume snapshots.
+//! - [`btrfs`]: read-only subvolume snapshots;
+//! - [`mount_fs`], [`unmount_with`]: mounting a filesystem (a shadow's
+//!   block device) and lazy unmounts;
+//! - [`loopdev`]: loop devices, to mount images and copy-on-write views;
+//! - [`fsmap`]: where a filesystem's free space lies on its device
+//!   (`FS_IOC_GETFSMAP`), and where a file's data lies (`FS_IOC_FIEMAP`);
+//! - [`probe`]: what filesystem a device or image holds, from its
+//!   superblock;
+//! - [`block_device_size`], [`set_io_flusher`]: for the process that serves
+//!   a loop device's backing file.
 //!
 //! Errors are `std::io::Error`s that keep the raw `errno` (callers map
 //! `EBUSY`, `ENOENT`, `EROFS`… to VSS codes), so they carry no path: the
 //! caller, which knows what it was doing, adds that.
 
 pub mod btrfs;
+pub mod fsmap;
+pub mod loopdev;
 mod mount;
 pub mod mounts;
+pub mod probe;
 mod uuid;
 
 use std::ffi::CString;
@@ -27,10 +39,10 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-pub use mount::{bind_mount_readonly, is_mount_point, unmount};
+pub use mount::{bind_mount_readonly, is_mount_point, mount_fs, unmount, unmount_with, MountFlags};
 pub use uuid::fs_uuid;
 
 /// Name of the directory, at the root of a volume, under which snapshot
@@ -52,6 +64,10 @@ pub mod magic {
 // not export them, so they are built the way the kernel header builds them.
 const FIFREEZE: libc::Ioctl = libc::_IOWR::<libc::c_int>(b'X' as u32, 119);
 const FITHAW: libc::Ioctl = libc::_IOWR::<libc::c_int>(b'X' as u32, 120);
+// `_IOR(0x12, 114, size_t)` (linux/fs.h).
+const BLKGETSIZE64: libc::Ioctl = libc::_IOR::<libc::size_t>(0x12, 114);
+// linux/prctl.h (Linux ≥ 5.6); libc exports it for Android only.
+const PR_SET_IO_FLUSHER: libc::c_int = 57;
 
 /// A path as the C string system calls take.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
@@ -136,6 +152,58 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(bytes)
 }
 
+/// The size in bytes of `path`: of the device for a block device
+/// (`BLKGETSIZE64`), the length for a regular file (symlinks followed).
+/// Anything else is `InvalidInput`.
+pub fn block_device_size(path: &Path) -> io::Result<u64> {
+    let file = File::open(path)?;
+    let md = file.metadata()?;
+    if md.is_file() {
+        return Ok(md.len());
+    }
+    if !md.file_type().is_block_device() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "neither a block device nor a regular file",
+        ));
+    }
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points
+    // to a live u64; `file` stays open across the call.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
+/// Marks this process as an I/O flusher (`PR_SET_IO_FLUSHER`, Linux ≥ 5.6;
+/// needs `CAP_SYS_RESOURCE`). The flag belongs to the calling thread and is
+/// inherited by the threads and processes it creates afterwards, so call it
+/// early, before the server starts its worker threads.
+///
+/// Why: a process that serves the backing file of a loop device (the FUSE
+/// server of a copy-on-write view) is on the write-back path of that
+/// device. Under memory pressure the kernel reclaims memory by writing
+/// dirty pages back, possibly pages of the loop device; if the server,
+/// while handling that very write, allocates memory and the allocation
+/// enters reclaim that waits on the same write-back, neither can progress:
+/// a deadlock. With the flag set, the server's allocations are made as
+/// `GFP_NOIO` (reclaim never waits on I/O for it) and it is not throttled
+/// as a dirtier, which is what the kernel's own flusher threads and the
+/// loop driver get.
+pub fn set_io_flusher() -> io::Result<()> {
+    // SAFETY: prctl(2) with integer arguments only; PR_SET_IO_FLUSHER
+    // reads the second one and requires the others to be zero.
+    check(unsafe {
+        libc::prctl(
+            PR_SET_IO_FLUSHER,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(())
+}
+
 /// Makes SIGTERM, SIGINT and SIGHUP ignored by this process. The hold
 /// watchdog uses it: when a service manager stops vssd's whole process
 /// group, the watchdog must live long enough to thaw (it thaws as soon as
@@ -163,6 +231,59 @@ mod tests {
             assert_eq!(FIFREEZE, 0xC004_5877);
             assert_eq!(FITHAW, 0xC004_5878);
         }
+    }
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn blkgetsize64_matches_linux_fs_h() {
+        assert_eq!(BLKGETSIZE64, 0x8008_1272);
+    }
+
+    #[test]
+    fn block_device_size_of_files() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(12345).unwrap();
+        assert_eq!(block_device_size(f.path()).unwrap(), 12345);
+        let e = block_device_size(Path::new("/dev/null")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let e = block_device_size(Path::new("/proc")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
+
+    /// Whether this process has `CAP_SYS_RESOURCE` in its effective set.
+    fn has_cap_sys_resource() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+            .unwrap();
+        eff & (1 << 24) != 0 // CAP_SYS_RESOURCE (linux/capability.h)
+    }
+
+    #[test]
+    fn priv_set_io_flusher() {
+        if !vss_testkit::privileged("priv_set_io_flusher") {
+            return;
+        }
+        // In a thread of its own: the flag is per thread, and this one
+        // ends with the test.
+        std::thread::spawn(|| {
+            let r = set_io_flusher();
+            if !has_cap_sys_resource() {
+                // Root without CAP_SYS_RESOURCE (some containers).
+                let e = r.unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+                return;
+            }
+            r.unwrap();
+            // PR_GET_IO_FLUSHER (58) reads it back.
+            // SAFETY: prctl(2) with integer arguments only.
+            let got = unsafe { libc::prctl(58, 0, 0, 0, 0) };
+            assert_eq!(got, 1);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
