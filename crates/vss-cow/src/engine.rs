@@ -243,7 +243,10 @@ impl CowVolume {
         let end = at as u64;
         // Space reserved ahead reads as zeros; only other bytes are a torn
         // append.
-        let torn = bytes[at..].iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let torn = bytes[at..]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |p| p + 1);
         let mut recovery = Recovery {
             journal_bytes_dropped: torn as u64,
             ..Recovery::default()
@@ -444,7 +447,9 @@ impl CowVolume {
             let len: usize = (i..j).map(|k| self.chunk_len(chunks[k])).sum();
             self.origin
                 .read_at(&mut buf[i * cs..i * cs + len], start)
-                .map_err(|e| CopyError::Failed(CowError::io("cannot read chunks to preserve", e)))?;
+                .map_err(|e| {
+                    CopyError::Failed(CowError::io("cannot read chunks to preserve", e))
+                })?;
             i = j;
         }
         let crcs: Vec<u32> = buf.chunks(cs).map(crc32c::crc32c).collect();
@@ -474,11 +479,10 @@ impl CowVolume {
             })
             .collect();
         let mut jt = lock(&self.journal);
-        self.append_locked(&mut jt, &records)
-            .map_err(|e| match e {
-                CowError::Io { source, .. } if is_enospc(&source) => CopyError::Full,
-                other => CopyError::Failed(other),
-            })?;
+        self.append_locked(&mut jt, &records).map_err(|e| match e {
+            CowError::Io { source, .. } if is_enospc(&source) => CopyError::Full,
+            other => CopyError::Failed(other),
+        })?;
         let mut st = lock(&self.state);
         for ((&chunk, &slot), &crc) in chunks.iter().zip(slots).zip(&crcs) {
             st.insert_record(chunk, tag, Preserved { slot, crc });
@@ -836,12 +840,7 @@ impl CowVolume {
     /// they are: the shadow's filesystem does not use them. The caller
     /// keeps the live filesystem unmounted. `total` is set before the first
     /// write; `done` counts chunks written (for `vssadmin query reverts`).
-    pub fn revert_to(
-        &self,
-        shadow_id: u128,
-        total: &AtomicU64,
-        done: &AtomicU64,
-    ) -> CowResult<()> {
+    pub fn revert_to(&self, shadow_id: u128, total: &AtomicU64, done: &AtomicU64) -> CowResult<()> {
         let chunks: Vec<u64> = {
             let st = lock(&self.state);
             let epoch = *st
@@ -924,7 +923,8 @@ impl CowVolume {
         let data = self.storage.data();
         let mut buf = vec![0u8; cs as usize];
         for (chunk, epoch, old) in moves {
-            let Some(new_slot) = lock(&self.state).free_slots.range(..target).next().copied() else {
+            let Some(new_slot) = lock(&self.state).free_slots.range(..target).next().copied()
+            else {
                 break;
             };
             data.read_at(&mut buf, old.slot * cs)
@@ -939,7 +939,14 @@ impl CowVolume {
             }])?;
             let mut st = lock(&self.state);
             st.free_slots.remove(&new_slot);
-            st.insert_record(chunk, epoch, Preserved { slot: new_slot, crc: old.crc });
+            st.insert_record(
+                chunk,
+                epoch,
+                Preserved {
+                    slot: new_slot,
+                    crc: old.crc,
+                },
+            );
             st.free_slots.insert(old.slot);
         }
         let mut st = lock(&self.state);
@@ -1001,7 +1008,10 @@ impl CowVolume {
                 .collect()
         };
         self.mark_lost(&bad_epochs, LostReason::PreservedDataCorrupt);
-        lost.extend(ids.into_iter().map(|id| (id, LostReason::PreservedDataCorrupt)));
+        lost.extend(
+            ids.into_iter()
+                .map(|id| (id, LostReason::PreservedDataCorrupt)),
+        );
         Ok(records.len() as u64)
     }
 
@@ -1012,7 +1022,10 @@ impl CowVolume {
         let mut jt = lock(&self.journal);
         let st = lock(&self.state);
         let estimate = 64
-            + st.shadows.values().map(|s| 64 + 16 * s.free.ranges().len() as u64).sum::<u64>()
+            + st.shadows
+                .values()
+                .map(|s| 64 + 16 * s.free.ranges().len() as u64)
+                .sum::<u64>()
             + st.record_count() * 45;
         if jt.end < self.tuning.compact_after_bytes || jt.end < 4 * estimate {
             return Ok(());
@@ -1119,9 +1132,9 @@ fn apply(st: &mut State, record: Record) -> CowResult<()> {
             data_crc,
         } => {
             if chunk >= st.chunk_count {
-                return Err(CowError::Format(crate::error::FormatError::Invalid(format!(
-                    "preserved chunk {chunk} is outside the volume"
-                ))));
+                return Err(CowError::Format(crate::error::FormatError::Invalid(
+                    format!("preserved chunk {chunk} is outside the volume"),
+                )));
             }
             st.insert_record(
                 chunk,

@@ -35,10 +35,7 @@ pub enum CowError {
     #[error("shadow {0:032x} already exists")]
     ShadowExists(u128),
     #[error("shadow {shadow_id:032x} is lost: {reason:?}")]
-    ShadowLost {
-        shadow_id: u128,
-        reason: LostReason,
-    },
+    ShadowLost { shadow_id: u128, reason: LostReason },
     #[error("the volume already has {limit} shadows, the most allowed")]
     ShadowLimit { limit: u32 },
     #[error("range {offset}+{len} is outside the volume ({size} bytes)")]

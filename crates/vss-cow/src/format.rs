@@ -168,9 +168,13 @@ impl LostReason {
 pub enum Record {
     /// Epochs are never reused: a compacted journal starts with the next
     /// free one, since its shadow may be gone while its chunks remain.
-    EpochFloor { next_epoch: u64 },
+    EpochFloor {
+        next_epoch: u64,
+    },
     /// Maximum bytes the shadow storage may occupy; `None`: unbounded.
-    SetMaxSize { max_bytes: Option<u64> },
+    SetMaxSize {
+        max_bytes: Option<u64>,
+    },
     /// A shadow was cut. `free` lists chunk ranges `(first, count)` that
     /// were free space in the volume's filesystem at the cut: the shadow
     /// reads zeros there and they are never preserved for it.
@@ -180,8 +184,14 @@ pub enum Record {
         created_unix_ns: i64,
         free: Vec<(u64, u64)>,
     },
-    ShadowDeleted { epoch: u64, reason: DeleteReason },
-    ShadowLost { epoch: u64, reason: LostReason },
+    ShadowDeleted {
+        epoch: u64,
+        reason: DeleteReason,
+    },
+    ShadowLost {
+        epoch: u64,
+        reason: LostReason,
+    },
     /// The content chunk `chunk` had before its first write after the cut
     /// of shadow `epoch` is in slot `slot`, with crc32c `data_crc`.
     Preserved {
@@ -327,7 +337,11 @@ impl Record {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A good record and the frame's total length.
-    Record { seq: u64, record: Record, len: usize },
+    Record {
+        seq: u64,
+        record: Record,
+        len: usize,
+    },
     /// The bytes end, or do not form a valid frame: the journal ends here.
     End,
 }
@@ -470,7 +484,8 @@ mod tests {
     fn any_record() -> impl Strategy<Value = Record> {
         prop_oneof![
             any::<u64>().prop_map(|next_epoch| Record::EpochFloor { next_epoch }),
-            proptest::option::of(0..u64::MAX).prop_map(|max_bytes| Record::SetMaxSize { max_bytes }),
+            proptest::option::of(0..u64::MAX)
+                .prop_map(|max_bytes| Record::SetMaxSize { max_bytes }),
             (
                 any::<u64>(),
                 any::<u128>(),

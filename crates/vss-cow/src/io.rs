@@ -17,6 +17,9 @@ pub trait Backing: Send + Sync {
     /// Returns when every completed write is durable.
     fn sync(&self) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Reserves space so that writes below `len` cannot fail for lack of
     /// space; grows the store if needed. `ENOSPC` when the filesystem is full.
     fn reserve(&self, len: u64) -> io::Result<()>;
@@ -86,7 +89,8 @@ impl Backing for FileBacking {
             return Ok(());
         }
         let off = i64::try_from(cur).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let add = i64::try_from(len - cur).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let add =
+            i64::try_from(len - cur).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         use std::os::fd::AsRawFd;
         match nix::fcntl::fallocate(
             self.file.as_raw_fd(),
@@ -257,7 +261,10 @@ impl StorageFiles for DirStorage {
     }
 
     fn journal(&self) -> Arc<dyn Backing> {
-        self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn replace_journal(&self, contents: &[u8]) -> io::Result<()> {
@@ -307,7 +314,12 @@ impl StorageFiles for MemStorage {
     }
 
     fn journal(&self) -> Arc<dyn Backing> {
-        Arc::new(self.journal.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Arc::new(
+            self.journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 
     fn replace_journal(&self, contents: &[u8]) -> io::Result<()> {

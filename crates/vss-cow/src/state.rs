@@ -280,7 +280,10 @@ mod tests {
         st.insert_record(0, 3, Preserved { slot: 0, crc: 0 });
         assert!(!st.needs_preserve(0));
         for e in 1..=3 {
-            assert!(matches!(st.source(e, 0), Some(Source::Copy { epoch: 3, .. })));
+            assert!(matches!(
+                st.source(e, 0),
+                Some(Source::Copy { epoch: 3, .. })
+            ));
         }
         // Deleting the oldest two frees nothing; the copy still serves 3.
         assert!(st.remove_shadow(1).is_empty());
@@ -309,7 +312,10 @@ mod tests {
         st.add_shadow(shadow(3, &[]));
         // Shadow 2 goes; shadow 1 still reads chunk 0 from the copy at 2.
         assert!(st.remove_shadow(2).is_empty());
-        assert!(matches!(st.source(1, 0), Some(Source::Copy { epoch: 2, .. })));
+        assert!(matches!(
+            st.source(1, 0),
+            Some(Source::Copy { epoch: 2, .. })
+        ));
         assert_eq!(st.source(3, 0), Some(Source::Live));
         assert_eq!(st.remove_shadow(1), vec![5]);
     }

@@ -122,7 +122,10 @@ fn child(dir: &Path, seed: u64) -> ! {
 fn crash_child_entry() {
     // Runs only as the child of `shadows_survive_sigkill_at_any_point`.
     if let Ok(dir) = std::env::var(CHILD_ENV) {
-        let seed = std::env::var("VSS_COW_CRASH_SEED").unwrap().parse().unwrap();
+        let seed = std::env::var("VSS_COW_CRASH_SEED")
+            .unwrap()
+            .parse()
+            .unwrap();
         child(&PathBuf::from(dir), seed);
     }
 }
@@ -172,7 +175,12 @@ fn shadows_survive_sigkill_at_any_point() {
     let mut lost_seen = 0usize;
     for round in 1..=rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_entry", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir)
             .env("VSS_COW_CRASH_SEED", round.to_string())
             .stdout(Stdio::piped())
@@ -216,7 +224,9 @@ fn shadows_survive_sigkill_at_any_point() {
         for (&id, hash) in &reported.created {
             if present.contains(&id) {
                 match shadow_hash(&vol, id) {
-                    Ok(h) => assert_eq!(&h, hash, "round {round}: shadow {id} reads back wrong data"),
+                    Ok(h) => {
+                        assert_eq!(&h, hash, "round {round}: shadow {id} reads back wrong data")
+                    }
                     Err(CowError::ShadowLost { .. }) => lost_seen += 1,
                     Err(e) => panic!("round {round}: shadow {id}: {e}"),
                 }
@@ -236,8 +246,9 @@ fn shadows_survive_sigkill_at_any_point() {
         // Forget shadows that are gone, so later rounds check the rest.
         reported.created.retain(|id, _| present.contains(id));
     }
-    eprintln!(
-        "{rounds} kills; {checked} shadow checks after recovery; {lost_seen} reported lost"
+    eprintln!("{rounds} kills; {checked} shadow checks after recovery; {lost_seen} reported lost");
+    assert!(
+        checked > rounds as usize / 2,
+        "too few shadows were checked ({checked})"
     );
-    assert!(checked > rounds as usize / 2, "too few shadows were checked ({checked})");
 }

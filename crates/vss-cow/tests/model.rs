@@ -25,13 +25,30 @@ const JOURNAL_SLACK: u64 = 64 << 10;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { offset: u64, len: usize, seed: u8 },
-    Cut { free: Vec<(u64, u64)> },
-    Delete { pick: usize },
-    ReadShadow { pick: usize, offset: u64, len: usize },
-    ReadLive { offset: u64, len: usize },
+    Write {
+        offset: u64,
+        len: usize,
+        seed: u8,
+    },
+    Cut {
+        free: Vec<(u64, u64)>,
+    },
+    Delete {
+        pick: usize,
+    },
+    ReadShadow {
+        pick: usize,
+        offset: u64,
+        len: usize,
+    },
+    ReadLive {
+        offset: u64,
+        len: usize,
+    },
     CheckAll,
-    SetMax { max: Option<u64> },
+    SetMax {
+        max: Option<u64>,
+    },
     Reopen,
 }
 
@@ -119,8 +136,8 @@ impl Harness {
             .lock()
             .unwrap()
             .drain(..)
-            .filter_map(|e| match e {
-                Event::ShadowEvicted { shadow_id, .. } => Some(shadow_id),
+            .map(|e| match e {
+                Event::ShadowEvicted { shadow_id, .. } => shadow_id,
                 Event::ShadowLost { shadow_id, .. } => {
                     panic!("shadow {shadow_id} lost without any fault injected")
                 }
@@ -139,7 +156,9 @@ impl Harness {
                 let data: Vec<u8> = (0..*len)
                     .map(|i| seed.wrapping_add((i / 512) as u8).wrapping_mul(31) ^ (i as u8))
                     .collect();
-                self.vol().write_live(&data, *offset).expect("live writes never fail");
+                self.vol()
+                    .write_live(&data, *offset)
+                    .expect("live writes never fail");
                 self.live[*offset as usize..*offset as usize + len].copy_from_slice(&data);
             }
             Op::Cut { free } => {
@@ -148,9 +167,8 @@ impl Harness {
                 match self.vol().create_shadow(id, free, id as i64) {
                     Ok(info) => {
                         let mut image = self.live.clone();
-                        let free_set = vss_cow::extents::ChunkRanges::from_byte_ranges(
-                            free, CHUNK, VOLUME,
-                        );
+                        let free_set =
+                            vss_cow::extents::ChunkRanges::from_byte_ranges(free, CHUNK, VOLUME);
                         for &(first, count) in free_set.ranges() {
                             let s = (first * CHUNK as u64) as usize;
                             let e = (((first + count) * CHUNK as u64).min(VOLUME)) as usize;
@@ -178,7 +196,9 @@ impl Harness {
                 if !self.shadows.is_empty() {
                     let s = &self.shadows[pick % self.shadows.len()];
                     let mut buf = vec![0xAA; *len];
-                    self.vol().read_shadow(s.id, &mut buf, *offset).expect("read shadow");
+                    self.vol()
+                        .read_shadow(s.id, &mut buf, *offset)
+                        .expect("read shadow");
                     prop_assert!(
                         buf[..] == s.image[*offset as usize..*offset as usize + len],
                         "shadow {} differs at {}+{}",
@@ -197,7 +217,9 @@ impl Harness {
             Op::SetMax { max } => {
                 self.vol().set_max_bytes(*max).expect("set max");
                 if let Some(m) = max {
-                    prop_assert!(self.vol().usage().used_bytes <= *m || self.vol().shadows().is_empty());
+                    prop_assert!(
+                        self.vol().usage().used_bytes <= *m || self.vol().shadows().is_empty()
+                    );
                 }
             }
             Op::Reopen => {
@@ -209,7 +231,10 @@ impl Harness {
                     Some(sink(&self.events)),
                 )
                 .expect("reopen");
-                prop_assert!(recovery.lost.is_empty(), "nothing may be lost on a clean reopen");
+                prop_assert!(
+                    recovery.lost.is_empty(),
+                    "nothing may be lost on a clean reopen"
+                );
                 prop_assert_eq!(recovery.journal_bytes_dropped, 0);
                 self.vol = Some(vol);
             }
@@ -234,7 +259,9 @@ impl Harness {
         self.vol().read_live(&mut buf, 0).expect("read live");
         prop_assert!(buf == self.live);
         for s in &self.shadows {
-            self.vol().read_shadow(s.id, &mut buf, 0).expect("read shadow");
+            self.vol()
+                .read_shadow(s.id, &mut buf, 0)
+                .expect("read shadow");
             prop_assert!(buf == s.image, "shadow {} differs", s.id);
         }
         Ok(())
