@@ -433,3 +433,80 @@ impl Exposed {
         hash_tree(&self.dir.path().join(rel))
     }
 }
+
+#[test]
+fn priv_cow_revert_restores_the_instant_and_keeps_other_shadows() {
+    if !privileged("priv_cow_revert_restores_the_instant_and_keeps_other_shadows") {
+        return;
+    }
+    let server = Server::start("ext4", 256);
+    server.add_storage(None);
+    let dir = server.mnt().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fill = |tag: u8, n: usize| {
+        for f in 0..n {
+            std::fs::write(dir.join(format!("f{f}")), vec![tag ^ f as u8; 300 << 10]).unwrap();
+        }
+        run("sync", &[]);
+    };
+    fill(1, 8);
+    let first = hash_tree(&dir);
+    server.cut(0x301);
+    fill(2, 12);
+    let second = hash_tree(&dir);
+    server.cut(0x302);
+    fill(3, 5);
+    std::fs::remove_file(dir.join("f0")).unwrap();
+    run("sync", &[]);
+
+    // A busy filesystem is not unmounted without force.
+    let busy = std::fs::File::open(dir.join("f1")).unwrap();
+    let refused = server.try_call(&Request::Revert {
+        shadow_id: id_text(0x301),
+        force: false,
+    });
+    assert!(
+        matches!(&refused, Err(vss_volumed::client::ClientError::Server(e)) if e.kind == vss_volumed::protocol::ErrorKind::VolumeInUse),
+        "{refused:?}"
+    );
+    drop(busy);
+
+    assert_eq!(
+        server.call(&Request::Revert {
+            shadow_id: id_text(0x301),
+            force: false
+        }),
+        Reply::Ok
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = server.status();
+        let r = s.revert.expect("revert reported");
+        match r.outcome {
+            Some(Ok(())) => {
+                assert_eq!(r.done_chunks, r.total_chunks);
+                assert!(r.total_chunks > 0);
+                assert!(s.mounted);
+                break;
+            }
+            Some(Err(e)) => panic!("revert failed: {e}"),
+            None => assert!(Instant::now() < deadline, "revert did not finish"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        hash_tree(&dir),
+        first,
+        "the live volume is back at the first shadow's instant"
+    );
+    // Both shadows stay, and stay exact: the revert went through copy-on-write.
+    let status = server.status();
+    assert_eq!(status.shadows.len(), 2);
+    for (s, expected) in status.shadows.iter().zip([&first, &second]) {
+        let exposed = Exposed::new(&s.image, "ext4");
+        assert_eq!(&exposed.files_at("work"), expected);
+        exposed.check("ext4");
+    }
+    let cfg = VolumeConfig::load(&server.config_path).unwrap();
+    assert_eq!(cfg.revert_pending, None);
+}
