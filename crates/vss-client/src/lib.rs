@@ -1,6 +1,7 @@
-//! Client side of vssd: [`Client`] for the admin queries and commands, and
-//! [`BackupComponents`] for a requestor session, the IVssBackupComponents
-//! analogue. A session belongs to this client's bus connection: if the
+//! Client side of vssd: [`Client`] for the admin queries and commands
+//! (`org.vss.Requestor1`, and `org.vss.Storage1` for software volumes,
+//! shadow storage and reverts), and [`BackupComponents`] for a requestor
+//! session, the IVssBackupComponents analogue. A session belongs to this client's bus connection: if the
 //! process exits, vssd ends the session (BackupShutdown) and releases its
 //! non-persistent shadows.
 
@@ -8,17 +9,18 @@ use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use vss_dbus::proxies::RequestorProxy;
+use vss_dbus::proxies::{RequestorProxy, StorageProxy};
 use vss_dbus::vss_error_from_zbus;
 use vss_types::{
-    Guid, ProviderInfo, ShadowProp, SnapshotContext, VolumeInfo, VssCode, VssError, VssResult,
-    WriterStatus,
+    Guid, MaxSize, ProviderInfo, RevertStatus, ShadowProp, ShadowStorageInfo, SnapshotContext,
+    SoftwareVolumeInfo, VolumeInfo, VssCode, VssError, VssResult, WriterStatus,
 };
 
 /// A connection to vssd.
 #[derive(Clone)]
 pub struct Client {
     proxy: RequestorProxy<'static>,
+    storage: StorageProxy<'static>,
 }
 
 fn call_err(e: zbus::Error) -> VssError {
@@ -86,7 +88,12 @@ impl Client {
             .build()
             .await
             .map_err(|e| service_unreachable(&e))?;
-        Ok(Client { proxy })
+        let storage = StorageProxy::builder(conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| service_unreachable(&e))?;
+        Ok(Client { proxy, storage })
     }
 
     pub async fn list_writers(&self) -> VssResult<Vec<WriterStatus>> {
@@ -136,6 +143,116 @@ impl Client {
             .unexpose_shadow(&id.to_string())
             .await
             .map_err(call_err)
+    }
+
+    // ----- org.vss.Storage1 -----
+
+    /// `vssadmin add volume`: the copy-on-write provider takes over
+    /// `device` and mounts it at `mount` (both absolute paths).
+    pub async fn add_volume(&self, device: &str, mount: &str) -> VssResult<SoftwareVolumeInfo> {
+        parse(
+            &self
+                .storage
+                .add_volume(device, mount)
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    /// `vssadmin delete volume`.
+    pub async fn delete_volume(&self, for_volume: &str) -> VssResult<()> {
+        self.storage
+            .delete_volume(for_volume)
+            .await
+            .map_err(call_err)
+    }
+
+    pub async fn list_software_volumes(&self) -> VssResult<Vec<SoftwareVolumeInfo>> {
+        parse(
+            &self
+                .storage
+                .list_software_volumes()
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    /// Shadow storage associations, all or those of a FOR or ON volume.
+    pub async fn list_shadow_storage(
+        &self,
+        for_volume: Option<&str>,
+        on_volume: Option<&str>,
+    ) -> VssResult<Vec<ShadowStorageInfo>> {
+        let mut f = HashMap::new();
+        if let Some(v) = for_volume {
+            f.insert("for", v);
+        }
+        if let Some(v) = on_volume {
+            f.insert("on", v);
+        }
+        parse(
+            &self
+                .storage
+                .list_shadow_storage(f)
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    pub async fn add_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: &str,
+        max: MaxSize,
+    ) -> VssResult<()> {
+        self.storage
+            .add_shadow_storage(for_volume, on_volume, &max.to_string())
+            .await
+            .map_err(call_err)
+    }
+
+    pub async fn resize_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: &str,
+        max: MaxSize,
+    ) -> VssResult<()> {
+        self.storage
+            .resize_shadow_storage(for_volume, on_volume, &max.to_string())
+            .await
+            .map_err(call_err)
+    }
+
+    /// Deletes the association of `for_volume` on `on_volume`, or on any
+    /// volume.
+    pub async fn delete_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: Option<&str>,
+    ) -> VssResult<()> {
+        self.storage
+            .delete_shadow_storage(for_volume, on_volume.unwrap_or(""))
+            .await
+            .map_err(call_err)
+    }
+
+    /// Starts reverting the shadow's volume to it; returns once started.
+    pub async fn revert_shadow(&self, id: Guid, force_dismount: bool) -> VssResult<()> {
+        self.storage
+            .revert_shadow(&id.to_string(), force_dismount)
+            .await
+            .map_err(call_err)
+    }
+
+    /// Running and finished reverts, all or those of one volume.
+    pub async fn query_reverts(&self, for_volume: Option<&str>) -> VssResult<Vec<RevertStatus>> {
+        parse(
+            &self
+                .storage
+                .query_reverts(for_volume.unwrap_or(""))
+                .await
+                .map_err(call_err)?,
+        )
     }
 
     /// Starts a requestor session.

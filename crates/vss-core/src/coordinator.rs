@@ -18,13 +18,15 @@ use futures_util::future::join_all;
 use vss_catalog::{AbortedSet, Catalog, InflightSet, InflightVolume, ShadowRecord};
 use vss_provider::{Health, HoldMethod, Provider, ProviderShadow, Registry};
 use vss_types::{
-    limits, Guid, ProviderInfo, ShadowProp, ShadowState, Volume, VolumeInfo, VssCode, VssError,
-    VssResult, WriterState, WriterStatus,
+    limits, Guid, MaxSize, ProviderInfo, RevertStatus, ShadowProp, ShadowState, ShadowStorageInfo,
+    SoftwareVolumeInfo, Volume, VolumeInfo, VssCode, VssError, VssResult, WriterState,
+    WriterStatus,
 };
 
 use crate::events::EventId;
 use crate::hold::WriteHold;
 use crate::session::{Phase, Session, SessionOptions, SetMember};
+use crate::storage::SoftwareVolumes;
 use crate::writers::{NewWriter, WriterInstance, WriterTable};
 
 /// Settings the coordinator needs (vssd reads them from vss.toml).
@@ -57,6 +59,9 @@ pub struct Coordinator {
     writers: WriterTable,
     hold: Arc<dyn WriteHold>,
     volumes: Arc<dyn VolumeResolver>,
+    /// The copy-on-write provider's volumes, shadow storage and reverts
+    /// (`org.vss.Storage1`).
+    software: Arc<dyn SoftwareVolumes>,
     sessions: Mutex<HashMap<Guid, SessionRef>>,
     /// The session whose snapshot set is in flight (one at a time).
     in_flight: Mutex<Option<Guid>>,
@@ -111,6 +116,7 @@ impl Coordinator {
         catalog: Arc<Catalog>,
         hold: Arc<dyn WriteHold>,
         volumes: Arc<dyn VolumeResolver>,
+        software: Arc<dyn SoftwareVolumes>,
     ) -> Arc<Self> {
         Arc::new(Coordinator {
             cfg,
@@ -119,6 +125,7 @@ impl Coordinator {
             writers: WriterTable::default(),
             hold,
             volumes,
+            software,
             sessions: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(None),
         })
@@ -1141,6 +1148,138 @@ impl Coordinator {
         Ok(())
     }
 
+    // ----- software volumes, shadow storage, reverts -----
+
+    /// Runs one call of the copy-on-write provider off the async threads.
+    async fn software<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn SoftwareVolumes) -> VssResult<T> + Send + 'static,
+    ) -> VssResult<T> {
+        let sv = self.software.clone();
+        blocking(move || f(sv.as_ref())).await?
+    }
+
+    /// `vssadmin add volume`: `device` and `mount` must be absolute paths.
+    pub async fn add_software_volume(
+        &self,
+        device: &str,
+        mount: &str,
+    ) -> VssResult<SoftwareVolumeInfo> {
+        let device = absolute_arg("/device=", device)?;
+        let mount = absolute_arg("/mount=", mount)?;
+        let info = self
+            .software(move |s| s.add_volume(&device, &mount))
+            .await?;
+        tracing::info!(event_id = EventId::SoftwareVolumeAdded.id(), device = %info.device, mount = %info.mount_point, fs = %info.fs_type, "software volume added");
+        Ok(info)
+    }
+
+    /// `vssadmin delete volume`.
+    pub async fn delete_software_volume(&self, for_volume: &str) -> VssResult<()> {
+        let v = required_arg("/for=", for_volume)?;
+        let v2 = v.clone();
+        self.software(move |s| s.delete_volume(&v2)).await?;
+        tracing::info!(event_id = EventId::SoftwareVolumeDeleted.id(), volume = %v, "software volume deleted");
+        Ok(())
+    }
+
+    pub async fn list_software_volumes(&self) -> VssResult<Vec<SoftwareVolumeInfo>> {
+        self.software(|s| s.list_volumes()).await
+    }
+
+    /// `vssadmin list shadowstorage`; a filter may be empty (none).
+    pub async fn list_shadow_storage(
+        &self,
+        for_volume: Option<&str>,
+        on_volume: Option<&str>,
+    ) -> VssResult<Vec<ShadowStorageInfo>> {
+        let f = optional_arg(for_volume);
+        let o = optional_arg(on_volume);
+        self.software(move |s| s.list_storage(f.as_deref(), o.as_deref()))
+            .await
+    }
+
+    /// `vssadmin add shadowstorage`.
+    pub async fn add_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: &str,
+        max: MaxSize,
+    ) -> VssResult<()> {
+        let f = required_arg("/for=", for_volume)?;
+        let o = required_arg("/on=", on_volume)?;
+        let (f2, o2) = (f.clone(), o.clone());
+        self.software(move |s| s.add_storage(&f2, &o2, max)).await?;
+        tracing::info!(event_id = EventId::ShadowStorageAdded.id(), for_volume = %f, on_volume = %o, max = %max, "shadow storage association added");
+        Ok(())
+    }
+
+    /// `vssadmin resize shadowstorage`.
+    pub async fn resize_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: &str,
+        max: MaxSize,
+    ) -> VssResult<()> {
+        let f = required_arg("/for=", for_volume)?;
+        let o = required_arg("/on=", on_volume)?;
+        let (f2, o2) = (f.clone(), o.clone());
+        self.software(move |s| s.resize_storage(&f2, &o2, max))
+            .await?;
+        tracing::info!(event_id = EventId::ShadowStorageResized.id(), for_volume = %f, on_volume = %o, max = %max, "shadow storage association resized");
+        Ok(())
+    }
+
+    /// `vssadmin delete shadowstorage`; `on_volume` empty or `None`: on any
+    /// volume.
+    pub async fn delete_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: Option<&str>,
+    ) -> VssResult<()> {
+        let f = required_arg("/for=", for_volume)?;
+        let o = optional_arg(on_volume);
+        let (f2, o2) = (f.clone(), o.clone());
+        self.software(move |s| s.delete_storage(&f2, o2.as_deref()))
+            .await?;
+        tracing::info!(event_id = EventId::ShadowStorageDeleted.id(), for_volume = %f, on_volume = o.as_deref().unwrap_or("(any)"), "shadow storage association deleted");
+        Ok(())
+    }
+
+    /// `vssadmin revert shadow`: checks the shadow is in the catalog, not
+    /// lost and persistent, then has the provider start the revert.
+    pub async fn revert_shadow(&self, id: Guid, force_dismount: bool) -> VssResult<()> {
+        let r = self.catalog.shadow(id)?;
+        if r.prop.state != ShadowState::Created {
+            return Err(VssError::new(
+                VssCode::ObjectNotFound,
+                format!("shadow copy {id} is lost and cannot be reverted to"),
+            )
+            .with_hint(
+                "`vssadmin list shadows` shows why it was lost; pick another shadow copy.",
+            ));
+        }
+        if !r.prop.context.is_persistent() {
+            return Err(VssError::new(
+                VssCode::UnsupportedContext,
+                format!(
+                    "shadow copy {id} is not persistent (type {}); only persistent shadow copies can be reverted to",
+                    r.prop.context.type_label()
+                ),
+            )
+            .with_hint("Revert to a persistent shadow copy, such as those `vssadmin create shadow` makes."));
+        }
+        self.software(move |s| s.revert(id, force_dismount)).await?;
+        tracing::warn!(event_id = EventId::RevertStarted.id(), shadow = %id, volume = %r.prop.original_volume, force_dismount, "revert to shadow copy started");
+        Ok(())
+    }
+
+    /// `vssadmin query reverts`; `for_volume` empty or `None`: all.
+    pub async fn query_reverts(&self, for_volume: Option<&str>) -> VssResult<Vec<RevertStatus>> {
+        let f = optional_arg(for_volume);
+        self.software(move |s| s.query_reverts(f.as_deref())).await
+    }
+
     pub fn aborted_sets(&self) -> VssResult<Vec<AbortedSet>> {
         self.catalog.aborted_sets()
     }
@@ -1207,6 +1346,36 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// A volume argument that must be given: `E_INVALIDARG` when empty.
+fn required_arg(switch: &str, value: &str) -> VssResult<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(VssError::invalid_arg(format!("{switch} needs a volume")));
+    }
+    Ok(v.to_string())
+}
+
+/// An optional volume argument: absent or empty means none.
+fn optional_arg(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// A path argument that must be absolute: vssd's working directory is not
+/// the caller's.
+fn absolute_arg(switch: &str, value: &str) -> VssResult<String> {
+    let v = required_arg(switch, value)?;
+    if !Path::new(&v).is_absolute() {
+        return Err(
+            VssError::invalid_arg(format!("{switch}{v} must be an absolute path"))
+                .with_hint("Give the full path, e.g. /dev/sdb1 or /srv/data."),
+        );
+    }
+    Ok(v)
 }
 
 /// Freeze, commit each provider, thaw: the whole hold, on one thread.

@@ -37,6 +37,13 @@ pub enum EventId {
     ShadowReleased = 4005,
 
     AccessDenied = 5000,
+
+    SoftwareVolumeAdded = 6000,
+    SoftwareVolumeDeleted = 6001,
+    ShadowStorageAdded = 6002,
+    ShadowStorageResized = 6003,
+    ShadowStorageDeleted = 6004,
+    RevertStarted = 6005,
 }
 
 impl EventId {

@@ -13,6 +13,9 @@ pub const SERVICE_PATH: &str = "/org/vss/Vssd";
 pub const REQUESTOR_INTERFACE: &str = "org.vss.Requestor1";
 /// Writer registration interface, revision 1.
 pub const WRITER_HOST_INTERFACE: &str = "org.vss.WriterHost1";
+/// Software volumes, shadow storage and reverts (the copy-on-write
+/// provider), revision 1.
+pub const STORAGE_INTERFACE: &str = "org.vss.Storage1";
 /// The interface each writer serves.
 pub const WRITER_INTERFACE: &str = "org.vss.Writer1";
 /// Where writers built on the SDK serve `org.vss.Writer1`.
@@ -53,6 +56,16 @@ pub fn vss_error_from_dbus(name: &str, message: Option<&str>, fallback: VssCode)
         None if name == "org.freedesktop.DBus.Error.AccessDenied" => {
             VssError::new(VssCode::AccessDenied, format!("the bus refused the call: {text}"))
                 .with_hint("Install the D-Bus policy dist/dbus/org.vss.Vssd.conf in /etc/dbus-1/system.d/ and reload the bus, or run as root.")
+        }
+        // A vssd older than the client lacks the interface or method.
+        None if name == "org.freedesktop.DBus.Error.UnknownInterface"
+            || name == "org.freedesktop.DBus.Error.UnknownMethod" =>
+        {
+            VssError::new(
+                VssCode::NotSupported,
+                format!("the running vssd does not offer this call: {name}: {text}"),
+            )
+            .with_hint("vssd is older than this client: install the same version of both and restart vssd.")
         }
         None => VssError::new(fallback, format!("{name}: {text}")),
     }
@@ -142,5 +155,13 @@ mod tests {
             VssCode::WriterNotResponding,
         );
         assert_eq!(other.code, VssCode::WriterNotResponding);
+        let old = vss_error_from_dbus(
+            "org.freedesktop.DBus.Error.UnknownInterface",
+            Some("Unknown interface 'org.vss.Storage1'"),
+            VssCode::Unexpected,
+        );
+        assert_eq!(old.code, VssCode::NotSupported);
+        assert!(old.message.contains("org.vss.Storage1"), "{}", old.message);
+        assert!(old.hint().contains("older"), "{}", old.hint());
     }
 }

@@ -1,4 +1,4 @@
-//! Typed client proxies for the three interfaces.
+//! Typed client proxies for the interfaces of vssd and of writers.
 
 use std::collections::HashMap;
 
@@ -43,6 +43,37 @@ pub trait Requestor {
         allow_users: bool,
     ) -> zbus::Result<String>;
     fn unexpose_shadow(&self, shadow_id: &str) -> zbus::Result<()>;
+}
+
+/// `org.vss.Storage1`: software volumes, shadow storage and reverts of the
+/// copy-on-write provider, used by vssadmin. Lists and property sets are
+/// JSON strings; an empty string stands for "none" (`on_volume`,
+/// `for_volume` of QueryReverts) or "unbounded" (`max_size`).
+#[proxy(
+    interface = "org.vss.Storage1",
+    default_service = "org.vss.Vssd",
+    default_path = "/org/vss/Vssd"
+)]
+pub trait Storage {
+    fn add_volume(&self, device: &str, mount: &str) -> zbus::Result<String>;
+    fn delete_volume(&self, for_volume: &str) -> zbus::Result<()>;
+    fn list_software_volumes(&self) -> zbus::Result<String>;
+    fn list_shadow_storage(&self, filter: HashMap<&str, &str>) -> zbus::Result<String>;
+    fn add_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: &str,
+        max_size: &str,
+    ) -> zbus::Result<()>;
+    fn resize_shadow_storage(
+        &self,
+        for_volume: &str,
+        on_volume: &str,
+        max_size: &str,
+    ) -> zbus::Result<()>;
+    fn delete_shadow_storage(&self, for_volume: &str, on_volume: &str) -> zbus::Result<()>;
+    fn revert_shadow(&self, shadow_id: &str, force_dismount: bool) -> zbus::Result<()>;
+    fn query_reverts(&self, for_volume: &str) -> zbus::Result<String>;
 }
 
 /// `org.vss.WriterHost1`, used by the writer SDK.

@@ -891,3 +891,148 @@ fn priv_sys_vanished_shadow_is_reported_lost() {
     assert!(list.stdout.contains("State: Lost"), "{}", list.stdout);
     assert!(d.log_text().contains("shadow copy lost"));
 }
+
+/// The storage verbs reach vssd's `org.vss.Storage1` and come back with
+/// the right code and exit status. No volume is needed: everything here is
+/// refused or empty before any disk is touched.
+#[test]
+fn priv_sys_storage_verbs_reach_vssd() {
+    if !privileged("priv_sys_storage_verbs_reach_vssd") {
+        return;
+    }
+    let bus = Bus::start();
+    let d = Daemon::start(&bus, "");
+
+    // Lists: nothing, exit 0, text and JSON.
+    let o = d.vssadmin(&["list", "shadowstorage"]);
+    o.ok();
+    assert!(
+        o.stdout
+            .ends_with("\n\nNo items found that satisfy the query.\n"),
+        "{o:#?}"
+    );
+    let o = d.vssadmin(&["list", "shadowstorage", "/for=/", "--json"]);
+    o.ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["shadow_storage"], serde_json::json!([]));
+    let o = d.vssadmin(&["query", "reverts"]);
+    o.ok();
+    assert!(o.stdout.contains("No items found"), "{o:#?}");
+
+    // Checked by vssd before any provider: an unknown shadow, a bad size
+    // or filter sent over the bus directly.
+    let o = d.vssadmin(&[
+        "revert",
+        "shadow",
+        "/shadow={c5b5a1d4-4b3c-4a7e-9d2f-0123456789ab}",
+    ]);
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(
+        o.stderr.contains("0x80042308 VSS_E_OBJECT_NOT_FOUND"),
+        "{}",
+        o.stderr
+    );
+    let busctl = |args: &[&str]| {
+        let mut full = vec![
+            "--address",
+            &d.address,
+            "call",
+            "org.vss.Vssd",
+            "/org/vss/Vssd",
+            "org.vss.Storage1",
+        ];
+        full.extend_from_slice(args);
+        d.run(Command::new("busctl").args(&full))
+    };
+    let bad = busctl(&["AddShadowStorage", "sss", "/", "/", "12XB"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("invalid size '12XB'"), "{}", bad.stderr);
+    let bad = busctl(&["ListShadowStorage", "a{ss}", "1", "volume", "/"]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr.contains("unknown ListShadowStorage filter key"),
+        "{}",
+        bad.stderr
+    );
+    // A bad size never leaves vssadmin: exit 2, the code named.
+    let o = d.vssadmin(&["add", "shadowstorage", "/for=/", "/on=/", "/maxsize=12XB"]);
+    assert_eq!(o.code, 2, "{o:#?}");
+    assert!(
+        o.stderr
+            .contains("0x80070057 E_INVALIDARG: invalid size '12XB'"),
+        "{}",
+        o.stderr
+    );
+
+    // Changes need root or the operators group; lists do not.
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin("vssadmin"))
+            .args(args);
+        d.run(&mut c)
+    };
+    as_nobody(&["list", "shadowstorage"]).ok();
+    as_nobody(&["query", "reverts"]).ok();
+    for args in [
+        &["add", "volume", "/device=/dev/null", "/mount=/mnt/vss-x"][..],
+        &["delete", "volume", "/for=/mnt/vss-x", "/quiet"],
+        &["add", "shadowstorage", "/for=/", "/on=/", "/maxsize=1GB"],
+        &["delete", "shadowstorage", "/for=/", "/quiet"],
+    ] {
+        let o = as_nobody(args);
+        assert_eq!(o.code, 4, "{args:?}: {o:#?}");
+        assert!(o.stderr.contains("E_ACCESSDENIED"), "{}", o.stderr);
+    }
+
+    // Without the copy-on-write provider (vssd uses NoSoftwareVolumes
+    // until it is plugged in): every change is 0x8004232F with a hint.
+    for (args, verb) in [
+        (
+            &["add", "volume", "/device=/dev/null", "/mount=/mnt/vss-x"][..],
+            "add volume",
+        ),
+        (
+            &["delete", "volume", "/for=/mnt/vss-x", "/quiet"],
+            "delete volume",
+        ),
+        (
+            &["add", "shadowstorage", "/for=/", "/on=/", "/maxsize=10%"],
+            "add shadowstorage",
+        ),
+        (
+            &["resize", "shadowstorage", "/for=/", "/on=/"],
+            "resize shadowstorage",
+        ),
+        (
+            &["delete", "shadowstorage", "/for=/", "/quiet"],
+            "delete shadowstorage",
+        ),
+    ] {
+        let o = d.vssadmin(args);
+        assert_eq!(o.code, 1, "{args:?}: {o:#?}");
+        assert!(
+            o.stderr.contains("0x8004232F VSS_E_NOT_SUPPORTED"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stderr.contains(verb), "{}", o.stderr);
+        assert!(o.stderr.contains("Hint: "), "{}", o.stderr);
+    }
+    let o = d.vssadmin(&[
+        "add",
+        "volume",
+        "/device=/dev/null",
+        "/mount=/mnt/vss-x",
+        "--json",
+    ]);
+    assert_eq!(o.code, 1, "{o:#?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["hresult"], "0x8004232F");
+    // Without /quiet and without a terminal the answer is No: nothing sent.
+    let o = d.vssadmin(&["delete", "volume", "/for=/mnt/vss-x"]);
+    o.ok();
+    assert!(o.stdout.contains("The volume was not deleted."), "{o:#?}");
+    // Still serving.
+    d.vssadmin(&["list", "writers"]).ok();
+}

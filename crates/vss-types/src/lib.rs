@@ -7,6 +7,7 @@ pub mod error;
 pub mod guid;
 pub mod provider;
 pub mod snapshot;
+pub mod storage;
 pub mod writer;
 
 pub use documents::{
@@ -20,4 +21,7 @@ pub use error::{VssCode, VssError, VssResult};
 pub use guid::Guid;
 pub use provider::{ProviderInfo, ProviderType, Volume, VolumeInfo};
 pub use snapshot::{attr, limits, ShadowProp, ShadowState, SnapshotContext};
+pub use storage::{
+    min_shadow_storage, MaxSize, RevertState, RevertStatus, ShadowStorageInfo, SoftwareVolumeInfo,
+};
 pub use writer::{last_error_text, WriterKind, WriterState, WriterStatus};

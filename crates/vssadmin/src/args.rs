@@ -12,10 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use vss_types::{Guid, VssError};
+
+/// The `/maxsize=` spec; it lives in vss-types so vssd checks the same
+/// syntax.
+pub use vss_types::storage::{MaxSize, MIN_MAX_SIZE};
 
 /// A parsed command line: what to do, and whether to print JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +81,16 @@ pub enum Command {
     QueryReverts {
         for_volume: Option<String>,
     },
+    /// Linux: have the copy-on-write provider serve a block device.
+    AddVolume {
+        device: String,
+        mount: String,
+    },
+    /// Linux: give a software volume back.
+    DeleteVolume {
+        for_volume: String,
+        quiet: bool,
+    },
 }
 
 impl Command {
@@ -100,6 +112,8 @@ impl Command {
             Command::DeleteShadowStorage { .. } => CommandKind::DeleteShadowStorage,
             Command::RevertShadow { .. } => CommandKind::RevertShadow,
             Command::QueryReverts { .. } => CommandKind::QueryReverts,
+            Command::AddVolume { .. } => CommandKind::AddVolume,
+            Command::DeleteVolume { .. } => CommandKind::DeleteVolume,
         })
     }
 }
@@ -175,114 +189,6 @@ pub enum StorageFilter {
     On(String),
 }
 
-/// The `/maxsize=` of shadow storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MaxSize {
-    Bytes(u64),
-    /// Percentage (1–100) of the volume size.
-    Percent(u8),
-    Unbounded,
-}
-
-/// Smallest `/maxsize=` in bytes (1 MB).
-pub const MIN_MAX_SIZE: u64 = 1 << 20;
-
-const UNITS: &[(&str, u32)] = &[
-    ("", 0),
-    ("B", 0),
-    ("K", 10),
-    ("KB", 10),
-    ("M", 20),
-    ("MB", 20),
-    ("G", 30),
-    ("GB", 30),
-    ("T", 40),
-    ("TB", 40),
-    ("P", 50),
-    ("PB", 50),
-    ("E", 60),
-    ("EB", 60),
-];
-
-impl MaxSize {
-    /// Parses `N[unit]` (units B, KB…EB or K…E, 1 KB = 1024 B; no unit means
-    /// bytes; a decimal fraction is allowed, rounded down to whole bytes),
-    /// `N%` (1–100) or `UNBOUNDED` (any case). Sizes below 1 MB are refused.
-    pub fn parse(text: &str) -> Result<MaxSize, VssError> {
-        let bad = |why: &str| VssError::invalid_arg(format!("invalid size '{text}': {why}"));
-        let t = text.trim();
-        if t.eq_ignore_ascii_case("UNBOUNDED") {
-            return Ok(MaxSize::Unbounded);
-        }
-        if let Some(n) = t.strip_suffix('%') {
-            return match n.trim().parse::<u8>() {
-                Ok(p @ 1..=100) => Ok(MaxSize::Percent(p)),
-                _ => Err(bad("a percentage must be a whole number from 1 to 100")),
-            };
-        }
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let unit = unit.trim();
-        let shift = UNITS
-            .iter()
-            .find(|(u, _)| u.eq_ignore_ascii_case(unit))
-            .map(|(_, s)| *s)
-            .ok_or_else(|| {
-                bad(&format!(
-                    "unknown unit '{unit}'; use B, KB, MB, GB, TB, PB or EB \
-                     (or K, M, G, T, P, E), N% or UNBOUNDED"
-                ))
-            })?;
-        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-        if int.is_empty() && frac.is_empty() || frac.contains('.') {
-            return Err(bad("expected a number followed by a unit, e.g. 10GB"));
-        }
-        let unit_bytes = 1u128 << shift;
-        let int_val: u128 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| bad("the number is too large"))?
-        };
-        // Exact fraction: at most 18 digits count.
-        let frac = &frac[..frac.len().min(18)];
-        let frac_val: u128 = if frac.is_empty() {
-            0
-        } else {
-            frac.parse().map_err(|_| bad("the number is too large"))?
-        };
-        let bytes = int_val
-            .checked_mul(unit_bytes)
-            .map(|b| b + frac_val * unit_bytes / 10u128.pow(frac.len() as u32))
-            .filter(|b| *b <= u64::MAX as u128)
-            .ok_or_else(|| bad("the size is too large"))? as u64;
-        if bytes < MIN_MAX_SIZE {
-            return Err(bad("the maximum size must be at least 1 MB"));
-        }
-        Ok(MaxSize::Bytes(bytes))
-    }
-}
-
-impl FromStr for MaxSize {
-    type Err = VssError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        MaxSize::parse(s)
-    }
-}
-
-impl fmt::Display for MaxSize {
-    /// `NB` (bytes), `N%` or `UNBOUNDED`, all accepted back by [`MaxSize::parse`].
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MaxSize::Bytes(b) => write!(f, "{b}B"),
-            MaxSize::Percent(p) => write!(f, "{p}%"),
-            MaxSize::Unbounded => f.write_str("UNBOUNDED"),
-        }
-    }
-}
-
 /// The commands, without their arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CommandKind {
@@ -300,11 +206,13 @@ pub enum CommandKind {
     DeleteShadowStorage,
     RevertShadow,
     QueryReverts,
+    AddVolume,
+    DeleteVolume,
 }
 
 impl CommandKind {
     /// Every command, in the order help lists them.
-    pub const ALL: [CommandKind; 14] = [
+    pub const ALL: [CommandKind; 16] = [
         CommandKind::ListWriters,
         CommandKind::ListProviders,
         CommandKind::ListShadows,
@@ -319,7 +227,14 @@ impl CommandKind {
         CommandKind::DeleteShadowStorage,
         CommandKind::RevertShadow,
         CommandKind::QueryReverts,
+        CommandKind::AddVolume,
+        CommandKind::DeleteVolume,
     ];
+
+    /// Commands of vss for Linux that Windows' vssadmin does not have.
+    pub fn is_linux_extension(self) -> bool {
+        matches!(self, CommandKind::AddVolume | CommandKind::DeleteVolume)
+    }
 
     /// Verb and object, lower case: `create shadow`.
     pub fn name(self) -> &'static str {
@@ -338,6 +253,8 @@ impl CommandKind {
             CommandKind::DeleteShadowStorage => "delete shadowstorage",
             CommandKind::RevertShadow => "revert shadow",
             CommandKind::QueryReverts => "query reverts",
+            CommandKind::AddVolume => "add volume",
+            CommandKind::DeleteVolume => "delete volume",
         }
     }
 
@@ -368,6 +285,8 @@ impl CommandKind {
             }
             CommandKind::RevertShadow => "vssadmin revert shadow /shadow=ID [/forcedismount]",
             CommandKind::QueryReverts => "vssadmin query reverts [/for=PATH]",
+            CommandKind::AddVolume => "vssadmin add volume /device=PATH /mount=DIR",
+            CommandKind::DeleteVolume => "vssadmin delete volume /for=DIR [/quiet]",
         }
     }
 
@@ -390,6 +309,8 @@ impl CommandKind {
             CommandKind::DeleteShadowStorage => "Delete shadow storage associations",
             CommandKind::RevertShadow => "Revert a volume to a shadow copy",
             CommandKind::QueryReverts => "Show the progress of running reverts",
+            CommandKind::AddVolume => "Serve a block device with the copy-on-write provider",
+            CommandKind::DeleteVolume => "Stop serving a volume with the copy-on-write provider",
         }
     }
 
@@ -416,6 +337,8 @@ impl CommandKind {
             CommandKind::DeleteShadowStorage => &[For, On, Quiet],
             CommandKind::RevertShadow => &[Shadow, ForceDismount],
             CommandKind::QueryReverts => &[For],
+            CommandKind::AddVolume => &[Device, Mount],
+            CommandKind::DeleteVolume => &[For, Quiet],
         }
     }
 }
@@ -449,10 +372,12 @@ enum Key {
     AutoRetry,
     MaxSize,
     ForceDismount,
+    Device,
+    Mount,
 }
 
 impl Key {
-    const ALL: [Key; 12] = [
+    const ALL: [Key; 14] = [
         Key::For,
         Key::On,
         Key::Shadow,
@@ -465,6 +390,8 @@ impl Key {
         Key::AutoRetry,
         Key::MaxSize,
         Key::ForceDismount,
+        Key::Device,
+        Key::Mount,
     ];
 
     fn name(self) -> &'static str {
@@ -481,13 +408,23 @@ impl Key {
             Key::AutoRetry => "autoretry",
             Key::MaxSize => "maxsize",
             Key::ForceDismount => "forcedismount",
+            Key::Device => "device",
+            Key::Mount => "mount",
         }
     }
 
     fn takes_value(self) -> bool {
         matches!(
             self,
-            Key::For | Key::On | Key::Shadow | Key::Set | Key::To | Key::AutoRetry | Key::MaxSize
+            Key::For
+                | Key::On
+                | Key::Shadow
+                | Key::Set
+                | Key::To
+                | Key::AutoRetry
+                | Key::MaxSize
+                | Key::Device
+                | Key::Mount
         )
     }
 
@@ -766,6 +703,14 @@ where
         CommandKind::QueryReverts => Command::QueryReverts {
             for_volume: opt(Key::For),
         },
+        CommandKind::AddVolume => Command::AddVolume {
+            device: required(Key::Device)?,
+            mount: required(Key::Mount)?,
+        },
+        CommandKind::DeleteVolume => Command::DeleteVolume {
+            for_volume: required(Key::For)?,
+            quiet: flag(Key::Quiet),
+        },
     };
     Ok(Invocation { command, json })
 }
@@ -779,9 +724,9 @@ fn split_value(body: &str) -> (&str, Option<String>) {
 
 fn value_name(key: Key) -> &'static str {
     match key {
-        Key::For | Key::On => "PATH",
+        Key::For | Key::On | Key::Device => "PATH",
         Key::Shadow | Key::Set => "ID",
-        Key::To => "DIR",
+        Key::To | Key::Mount => "DIR",
         Key::AutoRetry => "MINUTES",
         Key::MaxSize => "SIZE",
         _ => "",

@@ -14,7 +14,14 @@
 //! /shadow=ID`, `add|resize shadowstorage /for=PATH /on=PATH
 //! [/maxsize=SIZE]`, `delete shadowstorage /for=PATH [/on=PATH] [/quiet]`,
 //! `revert shadow /shadow=ID [/forcedismount]`, `query reverts [/for=PATH]`
-//! and `help`. See [`CommandKind::syntax`].
+//! and `help`; and two Linux extensions for the copy-on-write provider,
+//! `add volume /device=PATH /mount=DIR` and `delete volume /for=DIR
+//! [/quiet]`. See [`CommandKind::syntax`].
+//!
+//! The shadow storage verbs, `revert shadow`, `query reverts` and the
+//! volume verbs go to vssd's `org.vss.Storage1` interface; without the
+//! copy-on-write provider vssd answers `0x8004232F VSS_E_NOT_SUPPORTED`
+//! for changes and lists nothing.
 //!
 //! `delete shadows` takes exactly one of `/for=PATH /oldest`, `/for=PATH
 //! /all` or `/shadow=ID` (with an optional `/for=PATH` that must match).

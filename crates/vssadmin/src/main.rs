@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use vss_client::Client;
 use vss_types::{VssCode, VssError, VssResult};
-use vssadmin::args::{Command, Invocation};
+use vssadmin::args::{Command, CommandKind, Invocation, MaxSize, StorageFilter};
 use vssadmin::{exit, render};
 
 fn main() -> std::process::ExitCode {
@@ -77,14 +77,28 @@ fn filter(m: std::collections::BTreeMap<String, String>) -> Vec<(&'static str, S
         .collect()
 }
 
-fn not_yet(what: &str) -> VssError {
-    VssError::new(
-        VssCode::NotSupported,
-        format!(
-            "`{what}` needs the copy-on-write software provider, which this vssd does not have yet"
-        ),
-    )
-    .with_hint("btrfs volumes need no shadow storage: their shadows share the filesystem's space.")
+/// Prints `prompt` (after the header) and reads the answer: `true` only for
+/// `Y`. Without a terminal on stdin the answer is No, so a script that
+/// forgot `/quiet` deletes nothing.
+fn confirm(prompt: &str) -> bool {
+    print!("{}", render::with_header(prompt));
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if !std::io::stdin().is_terminal() || std::io::stdin().lock().read_line(&mut answer).is_err() {
+        answer.clear();
+    }
+    answer.trim().eq_ignore_ascii_case("y")
+}
+
+/// A path switch made absolute against our working directory: vssd runs
+/// elsewhere. Volume names (`\\?\Volume{…}\`) are left as they are.
+fn absolute(switch: &str, path: &str) -> VssResult<String> {
+    if path.starts_with('/') || path.starts_with('\\') {
+        return Ok(path.to_owned());
+    }
+    std::path::absolute(path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| VssError::invalid_arg(format!("{switch}{path}: {e}")))
 }
 
 async fn run(inv: Invocation) -> VssResult<String> {
@@ -178,16 +192,8 @@ async fn run(inv: Invocation) -> VssResult<String> {
                 if n == 0 {
                     return Ok(text(render::delete_shadows(0)));
                 }
-                print!("{}", render::with_header(&render::delete_shadows_prompt(n)));
-                let _ = std::io::stdout().flush();
-                let mut answer = String::new();
-                if !std::io::stdin().is_terminal()
-                    || std::io::stdin().lock().read_line(&mut answer).is_err()
-                {
-                    answer.clear();
-                }
-                if !answer.trim().eq_ignore_ascii_case("y") {
-                    return Ok("\nNo shadow copies were deleted.\n".into());
+                if !confirm(&render::delete_shadows_prompt(n)) {
+                    return Ok(render::not_deleted(CommandKind::DeleteShadows));
                 }
             }
             let ids = client.delete_shadows(&f).await?;
@@ -219,22 +225,125 @@ async fn run(inv: Invocation) -> VssResult<String> {
                 text(render::unexposed(shadow))
             }
         }
-        Command::ListShadowStorage(_) => {
+        Command::ListShadowStorage(f) => {
+            let (for_volume, on_volume) = match &f {
+                StorageFilter::All => (None, None),
+                StorageFilter::For(v) => (Some(v.as_str()), None),
+                StorageFilter::On(v) => (None, Some(v.as_str())),
+            };
+            let a = client.list_shadow_storage(for_volume, on_volume).await?;
             if json {
-                render::json::shadow_storage(&[])
+                render::json::shadow_storage(&a)
             } else {
-                text(render::list_shadow_storage(&[]))
+                text(render::list_shadow_storage(&a))
             }
         }
-        Command::AddShadowStorage { .. } => return Err(not_yet("add shadowstorage")),
-        Command::ResizeShadowStorage { .. } => return Err(not_yet("resize shadowstorage")),
-        Command::DeleteShadowStorage { .. } => return Err(not_yet("delete shadowstorage")),
-        Command::RevertShadow { .. } => return Err(not_yet("revert shadow")),
-        Command::QueryReverts { .. } => {
+        Command::AddShadowStorage {
+            for_volume,
+            on_volume,
+            max_size,
+        } => {
+            let max = max_size.unwrap_or(MaxSize::Unbounded);
+            client
+                .add_shadow_storage(&for_volume, &on_volume, max)
+                .await?;
             if json {
                 render::json::ok()
             } else {
-                text(render::NO_ITEMS.to_string() + "\n")
+                text(render::shadow_storage_added())
+            }
+        }
+        Command::ResizeShadowStorage {
+            for_volume,
+            on_volume,
+            max_size,
+        } => {
+            let max = max_size.unwrap_or(MaxSize::Unbounded);
+            client
+                .resize_shadow_storage(&for_volume, &on_volume, max)
+                .await?;
+            if json {
+                render::json::ok()
+            } else {
+                text(render::shadow_storage_resized())
+            }
+        }
+        Command::DeleteShadowStorage {
+            for_volume,
+            on_volume,
+            quiet,
+        } => {
+            let on = on_volume.as_deref();
+            let mut n = 1;
+            if !quiet && !json {
+                n = client
+                    .list_shadow_storage(Some(&for_volume), on)
+                    .await?
+                    .len();
+                if n == 0 {
+                    return Ok(text(render::shadow_storage_deleted(0)));
+                }
+                if !confirm(&render::delete_shadow_storage_prompt(n)) {
+                    return Ok(render::not_deleted(CommandKind::DeleteShadowStorage));
+                }
+            }
+            client.delete_shadow_storage(&for_volume, on).await?;
+            if json {
+                render::json::ok()
+            } else if quiet {
+                String::new()
+            } else {
+                render::shadow_storage_deleted(n)
+            }
+        }
+        Command::RevertShadow {
+            shadow,
+            force_dismount,
+        } => {
+            // The volume, for the message only: vssd checks the shadow.
+            let volume = client
+                .list_shadows(&[("shadow", shadow.to_string())])
+                .await
+                .ok()
+                .and_then(|s| s.into_iter().next())
+                .map(|s| s.original_volume);
+            client.revert_shadow(shadow, force_dismount).await?;
+            if json {
+                render::json::revert_started(shadow)
+            } else {
+                text(render::revert_started(shadow, volume.as_deref()))
+            }
+        }
+        Command::QueryReverts { for_volume } => {
+            let r = client.query_reverts(for_volume.as_deref()).await?;
+            if json {
+                render::json::reverts(&r)
+            } else {
+                text(render::query_reverts(&r, &local_tz()))
+            }
+        }
+        Command::AddVolume { device, mount } => {
+            let device = absolute("/device=", &device)?;
+            let mount = absolute("/mount=", &mount)?;
+            let v = client.add_volume(&device, &mount).await?;
+            if json {
+                render::json::volume_added(&v)
+            } else {
+                text(render::volume_added(&v))
+            }
+        }
+        Command::DeleteVolume { for_volume, quiet } => {
+            let for_volume = absolute("/for=", &for_volume)?;
+            if !quiet && !json && !confirm(&render::delete_volume_prompt(&for_volume)) {
+                return Ok(render::not_deleted(CommandKind::DeleteVolume));
+            }
+            client.delete_volume(&for_volume).await?;
+            if json {
+                render::json::ok()
+            } else if quiet {
+                String::new()
+            } else {
+                render::volume_deleted(&for_volume)
             }
         }
     })

@@ -10,11 +10,13 @@ use std::collections::HashMap;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use vss_types::{
-    attr, last_error_text, Guid, ProviderInfo, ShadowProp, ShadowState, VolumeInfo, VssError,
-    WriterStatus,
+    attr, last_error_text, Guid, ProviderInfo, RevertState, RevertStatus, ShadowProp, ShadowState,
+    SoftwareVolumeInfo, VolumeInfo, VssError, WriterStatus,
 };
+
+/// One shadow storage association; defined in vss-types, shared with vssd.
+pub use vss_types::ShadowStorageInfo;
 
 use crate::args::CommandKind;
 
@@ -227,24 +229,6 @@ pub fn list_volumes(volumes: &[VolumeInfo]) -> String {
         .collect()
 }
 
-/// One shadow storage association (`list shadowstorage`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShadowStorageInfo {
-    /// Mount point of the volume whose shadows use the storage.
-    pub for_volume: String,
-    /// `\\?\Volume{…}\` of that volume.
-    pub for_volume_name: String,
-    /// Mount point of the volume holding the storage.
-    pub on_volume: String,
-    pub on_volume_name: String,
-    pub used_bytes: u64,
-    pub allocated_bytes: u64,
-    /// `None`: unbounded.
-    pub max_bytes: Option<u64>,
-    /// The size the percentages are taken of.
-    pub volume_size_bytes: u64,
-}
-
 /// `list shadowstorage`.
 pub fn list_shadow_storage(assocs: &[ShadowStorageInfo]) -> String {
     if assocs.is_empty() {
@@ -365,6 +349,97 @@ pub fn shadow_storage_deleted(n: usize) -> String {
     }
 }
 
+/// The confirmation question `delete shadowstorage` asks without `/quiet`.
+pub fn delete_shadow_storage_prompt(n: usize) -> String {
+    let what = if n == 1 {
+        "shadow copy storage association"
+    } else {
+        "shadow copy storage associations"
+    };
+    format!("Do you really want to delete {n} {what} (Y/N): [N]? ")
+}
+
+/// What a `delete …` command prints when the question is answered No.
+pub fn not_deleted(kind: CommandKind) -> String {
+    let what = match kind {
+        CommandKind::DeleteShadowStorage => "No shadow copy storage associations were deleted.",
+        CommandKind::DeleteVolume => "The volume was not deleted.",
+        _ => "No shadow copies were deleted.",
+    };
+    // The answer may not have ended its line (stdin not a terminal).
+    format!("\n{what}\n")
+}
+
+/// `add volume` success (a Linux extension; laid out like `create shadow`).
+pub fn volume_added(v: &SoftwareVolumeInfo) -> String {
+    let serving = match (v.serving, &v.loop_device) {
+        (true, Some(dev)) => format!("Yes, from {dev}"),
+        (true, None) => "Yes".to_owned(),
+        (false, _) => "No".to_owned(),
+    };
+    format!(
+        "Successfully added volume '{}'\n    Volume name: {}\n    Device: {}\n    Filesystem: {}, {}\n    Serving: {serving}\n",
+        v.mount_point,
+        v.volume_name(),
+        v.device,
+        v.fs_type,
+        format_size(v.size_bytes),
+    )
+}
+
+/// The confirmation question `delete volume` asks without `/quiet`.
+pub fn delete_volume_prompt(volume: &str) -> String {
+    format!(
+        "Do you really want to stop serving '{volume}' and delete its shadow copies and shadow copy storage (Y/N): [N]? "
+    )
+}
+
+/// `delete volume` success.
+pub fn volume_deleted(volume: &str) -> String {
+    format!("Successfully deleted volume '{volume}' from the copy-on-write provider.\n")
+}
+
+/// `revert shadow` success: the revert runs on in vssd. `volume` is the
+/// shadow's original volume when known.
+pub fn revert_started(shadow: Guid, volume: Option<&str>) -> String {
+    match volume {
+        Some(v) => format!(
+            "Successfully started reverting '{v}' to shadow copy {shadow}\n    Follow its progress with: vssadmin query reverts /for={v}\n"
+        ),
+        None => format!(
+            "Successfully started reverting to shadow copy {shadow}\n    Follow its progress with: vssadmin query reverts\n"
+        ),
+    }
+}
+
+/// `query reverts`: one block per revert, oldest first, times in `tz`.
+pub fn query_reverts(reverts: &[RevertStatus], tz: &TimeZone) -> String {
+    if reverts.is_empty() {
+        return no_items();
+    }
+    let mut ordered: Vec<&RevertStatus> = reverts.iter().collect();
+    ordered.sort_by_key(|r| r.started_unix);
+    let blocks: Vec<String> = ordered
+        .iter()
+        .map(|r| {
+            let state = match &r.state {
+                RevertState::Failed { message } => format!("Failed ({message})"),
+                other => other.label().to_owned(),
+            };
+            format!(
+                "Revert to shadow copy ID: {}\n   Volume: {}\n   State: {state}\n   Progress: {}% ({} of {} chunks)\n   Started: {}\n",
+                r.shadow_id,
+                r.for_volume,
+                r.percent(),
+                r.done_chunks,
+                r.total_chunks,
+                format_time(r.started_unix.saturating_mul(1000), tz),
+            )
+        })
+        .collect();
+    blocks.join("\n")
+}
+
 /// `Error: 0x… SYMBOL: message`, then `Hint: …` when there is a hint.
 pub fn error(e: &VssError) -> String {
     let hint = e.hint();
@@ -386,9 +461,16 @@ pub fn help(topic: Option<CommandKind>) -> String {
     }
     let mut s = String::from("Usage: vssadmin COMMAND [SWITCHES] [--json]\n\nCommands:\n");
     for k in CommandKind::ALL {
-        s += &format!("   {:<22}{}\n", k.name(), k.summary());
+        let mark = if k.is_linux_extension() {
+            "(Linux) "
+        } else {
+            ""
+        };
+        s += &format!("   {:<22}{mark}{}\n", k.name(), k.summary());
     }
     s += "\n\
+Commands marked (Linux) are extensions of vss for Linux, not in Windows.\n\
+\n\
 Switches are written /key=value and /flag, or --key=value, --key value and\n\
 --flag. Commands and switch names are case-insensitive. --json prints the\n\
 result as JSON. `vssadmin help COMMAND` shows the syntax of one command.\n\
@@ -405,7 +487,10 @@ fn help_notes(k: CommandKind) -> Option<&'static str> {
         CommandKind::DeleteShadows => "/oldest deletes the oldest shadow copy of the volume, /all every shadow copy\nof the volume, /shadow the one given. Without /quiet you are asked to confirm.",
         CommandKind::ExposeShadow => "DIR is created if missing. Unless /allowusers is given, directories created\nfor it are accessible to root only.",
         CommandKind::AddShadowStorage | CommandKind::ResizeShadowStorage => "SIZE is a number with an optional unit B, KB, MB, GB, TB, PB or EB\n(or K, M, G, T, P, E; 1 KB = 1024 B), N% of the volume, or UNBOUNDED.\nThe minimum is 1 MB; without /maxsize there is no limit.",
-        CommandKind::RevertShadow => "A revert cannot be cancelled. /forcedismount unmounts the volume if it is in use.",
+        CommandKind::RevertShadow => "A revert cannot be cancelled. /forcedismount unmounts the volume if it is in use.\n`vssadmin query reverts` shows its progress.",
+        CommandKind::DeleteShadowStorage => "Without /on every association of the volume is deleted. Without /quiet you\nare asked to confirm.",
+        CommandKind::AddVolume => "A Linux extension. The copy-on-write provider takes over the block device\nPATH (e.g. /dev/sdb1) and mounts its filesystem at DIR through its volume\nserver, which sees every write. Its shadow copies then need shadow storage:\nsee `vssadmin add shadowstorage`.",
+        CommandKind::DeleteVolume => "A Linux extension. Stops serving the volume mounted at DIR; its shadow copies\nand shadow copy storage are deleted. Without /quiet you are asked to confirm.",
         _ => return None,
     })
 }
@@ -414,7 +499,10 @@ fn help_notes(k: CommandKind) -> Option<&'static str> {
 /// one top-level object per command, ending with a newline.
 pub mod json {
     use serde::Serialize;
-    use vss_types::{Guid, ProviderInfo, ShadowProp, VolumeInfo, VssError, WriterStatus};
+    use vss_types::{
+        Guid, ProviderInfo, RevertStatus, ShadowProp, SoftwareVolumeInfo, VolumeInfo, VssError,
+        WriterStatus,
+    };
 
     use super::{by_creation, ShadowStorageInfo};
 
@@ -503,6 +591,39 @@ pub mod json {
             shadow,
             exposed_at: path,
         })
+    }
+
+    /// `{"volume": SoftwareVolumeInfo}` (`add volume`).
+    pub fn volume_added(volume: &SoftwareVolumeInfo) -> String {
+        #[derive(Serialize)]
+        struct J<'a> {
+            volume: &'a SoftwareVolumeInfo,
+        }
+        pretty(&J { volume })
+    }
+
+    /// `{"shadow": "{…}", "revert": "started"}`.
+    pub fn revert_started(shadow: Guid) -> String {
+        #[derive(Serialize)]
+        struct J {
+            shadow: Guid,
+            revert: &'static str,
+        }
+        pretty(&J {
+            shadow,
+            revert: "started",
+        })
+    }
+
+    /// `{"reverts": [RevertStatus…]}`, oldest first.
+    pub fn reverts(reverts: &[RevertStatus]) -> String {
+        #[derive(Serialize)]
+        struct J<'a> {
+            reverts: Vec<&'a RevertStatus>,
+        }
+        let mut v: Vec<&RevertStatus> = reverts.iter().collect();
+        v.sort_by_key(|r| r.started_unix);
+        pretty(&J { reverts: v })
     }
 
     /// `{"ok": true}` for commands with nothing else to say.

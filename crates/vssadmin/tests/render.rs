@@ -4,8 +4,9 @@ use insta::assert_snapshot;
 use jiff::tz::{self, TimeZone};
 use vss_types::provider::volume_name;
 use vss_types::{
-    attr, Guid, ProviderInfo, ProviderType, ShadowProp, ShadowState, SnapshotContext, VolumeInfo,
-    VssCode, VssError, WriterKind, WriterState, WriterStatus,
+    attr, Guid, ProviderInfo, ProviderType, RevertState, RevertStatus, ShadowProp, ShadowState,
+    SnapshotContext, SoftwareVolumeInfo, VolumeInfo, VssCode, VssError, WriterKind, WriterState,
+    WriterStatus,
 };
 use vssadmin::render::{self, json};
 use vssadmin::{CommandKind, ShadowStorageInfo};
@@ -179,6 +180,62 @@ fn storage() -> Vec<ShadowStorageInfo> {
     ]
 }
 
+fn software_volumes() -> Vec<SoftwareVolumeInfo> {
+    vec![
+        SoftwareVolumeInfo {
+            volume_id: VOL_DATA,
+            device: "/dev/sdb1".into(),
+            mount_point: "/srv/data".into(),
+            fs_type: "ext4".into(),
+            size_bytes: 10_737_418_240,
+            serving: true,
+            loop_device: Some("/dev/loop7".into()),
+        },
+        SoftwareVolumeInfo {
+            volume_id: VOL_HOME,
+            device: "/var/lib/images/home.img".into(),
+            mount_point: "/home".into(),
+            fs_type: "xfs".into(),
+            size_bytes: 524_288_000,
+            serving: false,
+            loop_device: None,
+        },
+    ]
+}
+
+/// Given newest first: the renderers list them oldest first.
+fn reverts() -> Vec<RevertStatus> {
+    let secs = T0 / 1000;
+    vec![
+        RevertStatus {
+            shadow_id: Guid::from_u128(0xeef18c41_c6bc_40bb_9863_549124900003),
+            for_volume: "/home".into(),
+            state: RevertState::Failed {
+                message: "I/O error reading shadow storage on /srv/data".into(),
+            },
+            total_chunks: 2048,
+            done_chunks: 17,
+            started_unix: secs + 7200,
+        },
+        RevertStatus {
+            shadow_id: Guid::from_u128(0xeef18c41_c6bc_40bb_9863_549124900002),
+            for_volume: "/srv/data".into(),
+            state: RevertState::Completed,
+            total_chunks: 0,
+            done_chunks: 0,
+            started_unix: secs + 3600,
+        },
+        RevertStatus {
+            shadow_id: Guid::from_u128(0xeef18c41_c6bc_40bb_9863_549124900001),
+            for_volume: "/srv/data".into(),
+            state: RevertState::Running,
+            total_chunks: 163_840,
+            done_chunks: 69_632,
+            started_unix: secs,
+        },
+    ]
+}
+
 fn utc() -> TimeZone {
     TimeZone::UTC
 }
@@ -232,6 +289,7 @@ fn empty_lists() {
         render::list_shadow_storage(&[]),
         render::delete_shadows(0),
         render::shadow_storage_deleted(0),
+        render::query_reverts(&[], &utc()),
     ] {
         assert_eq!(out, "No items found that satisfy the query.\n");
     }
@@ -250,6 +308,76 @@ fn list_volumes() {
 #[test]
 fn list_shadow_storage() {
     assert_snapshot!(render::list_shadow_storage(&storage()));
+}
+
+/// One association of a small volume whose maximum was given as 20%:
+/// sizes and percentages are of the FOR volume (500 MB here).
+#[test]
+fn list_shadow_storage_single() {
+    let small = ShadowStorageInfo {
+        for_volume: "/boot".into(),
+        for_volume_name: volume_name(VOL_HOME),
+        on_volume: "/srv/data".into(),
+        on_volume_name: volume_name(VOL_DATA),
+        used_bytes: 1_572_864,
+        allocated_bytes: 33_554_432,
+        max_bytes: vss_types::MaxSize::Percent(20).resolve(524_288_000),
+        volume_size_bytes: 524_288_000,
+    };
+    assert_snapshot!(render::list_shadow_storage(&[small]));
+}
+
+#[test]
+fn storage_messages() {
+    let id = shadows()[1].shadow_id;
+    let out = [
+        render::shadow_storage_added(),
+        render::shadow_storage_resized(),
+        render::delete_shadow_storage_prompt(1),
+        "\n".into(),
+        render::delete_shadow_storage_prompt(2),
+        render::not_deleted(CommandKind::DeleteShadowStorage),
+        render::shadow_storage_deleted(1),
+        render::shadow_storage_deleted(2),
+        render::revert_started(id, Some("/srv/data")),
+        render::revert_started(id, None),
+    ]
+    .concat();
+    assert_snapshot!(out);
+}
+
+#[test]
+fn volume_messages() {
+    let v = software_volumes();
+    let out = [
+        render::volume_added(&v[0]),
+        render::volume_added(&v[1]),
+        render::delete_volume_prompt("/srv/data"),
+        render::not_deleted(CommandKind::DeleteVolume),
+        render::volume_deleted("/srv/data"),
+        render::delete_shadows_prompt(2),
+        render::not_deleted(CommandKind::DeleteShadows),
+    ]
+    .concat();
+    assert_snapshot!(out);
+}
+
+#[test]
+fn query_reverts() {
+    assert_snapshot!(render::query_reverts(&reverts(), &utc()));
+}
+
+#[test]
+fn json_storage() {
+    let out = [
+        json::volume_added(&software_volumes()[0]),
+        json::revert_started(shadows()[1].shadow_id),
+        json::reverts(&reverts()),
+        json::shadow_storage(&[]),
+        json::reverts(&[]),
+    ]
+    .concat();
+    assert_snapshot!(out);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Who may do what. Lists are open to everyone; creating, deleting and
-//! exposing shadows needs root or membership of the operators group; writers
+//! exposing shadows, and changing software volumes, shadow storage or
+//! reverting, needs root or membership of the operators group; writers
 //! may be limited to some uids. Identities come from the bus (the
 //! connection's uid and pid), never from what the caller says.
 

@@ -1,6 +1,7 @@
-//! The D-Bus front end: `org.vss.Requestor1` and `org.vss.WriterHost1` on
-//! `/org/vss/Vssd`, bus writers as coordinator endpoints, and the watch on
-//! connections closing (writers gone, requestors gone).
+//! The D-Bus front end: `org.vss.Requestor1`, `org.vss.Storage1` and
+//! `org.vss.WriterHost1` on `/org/vss/Vssd`, bus writers as coordinator
+//! endpoints, and the watch on connections closing (writers gone,
+//! requestors gone).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use futures_util::StreamExt;
 use vss_core::{Coordinator, NewWriter, SessionOptions, WriterEndpoint};
 use vss_dbus::proxies::WriterProxy;
 use vss_dbus::{vss_error_from_zbus, DbusVssError};
-use vss_types::{Guid, VssCode, VssError, VssResult, WriterKind};
+use vss_types::{Guid, MaxSize, VssCode, VssError, VssResult, WriterKind};
 use zbus::fdo::DBusProxy;
 use zbus::zvariant::ObjectPath;
 use zbus::{interface, Connection};
@@ -239,6 +240,131 @@ impl Requestor {
         let c = caller(&self.dbus, &hdr).await?;
         self.policy.check_operator(&c, "unexpose shadow copies")?;
         Ok(self.core.unexpose_shadow(guid(shadow_id)?).await?)
+    }
+}
+
+/// `org.vss.Storage1`: the copy-on-write provider's software volumes,
+/// shadow storage and reverts. Lists are open to anyone, like those of
+/// `org.vss.Requestor1`; changes need root or the operators group.
+pub struct Storage {
+    pub core: Arc<Coordinator>,
+    pub policy: Arc<Policy>,
+    pub dbus: DBusProxy<'static>,
+}
+
+impl Storage {
+    async fn operator(&self, hdr: &zbus::message::Header<'_>, action: &str) -> R<()> {
+        let c = caller(&self.dbus, hdr).await?;
+        self.policy.check_operator(&c, action)?;
+        Ok(())
+    }
+}
+
+/// `""` means "not given".
+fn non_empty(s: &str) -> Option<&str> {
+    Some(s).filter(|s| !s.trim().is_empty())
+}
+
+#[interface(name = "org.vss.Storage1")]
+impl Storage {
+    async fn add_volume(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        device: &str,
+        mount: &str,
+    ) -> Result<String, DbusVssError> {
+        self.operator(&hdr, "add software volumes").await?;
+        json(&self.core.add_software_volume(device, mount).await?)
+    }
+
+    async fn delete_volume(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        for_volume: &str,
+    ) -> Result<(), DbusVssError> {
+        self.operator(&hdr, "delete software volumes").await?;
+        Ok(self.core.delete_software_volume(for_volume).await?)
+    }
+
+    async fn list_software_volumes(&self) -> Result<String, DbusVssError> {
+        json(&self.core.list_software_volumes().await?)
+    }
+
+    /// Filter keys `for` and `on`; any other key is refused.
+    async fn list_shadow_storage(
+        &self,
+        filter: HashMap<String, String>,
+    ) -> Result<String, DbusVssError> {
+        if let Some(k) = filter.keys().find(|k| !matches!(k.as_str(), "for" | "on")) {
+            return Err(VssError::invalid_arg(format!(
+                "unknown ListShadowStorage filter key '{k}': the keys are 'for' and 'on'"
+            ))
+            .into());
+        }
+        let f = filter.get("for").map(String::as_str);
+        let o = filter.get("on").map(String::as_str);
+        json(&self.core.list_shadow_storage(f, o).await?)
+    }
+
+    async fn add_shadow_storage(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        for_volume: &str,
+        on_volume: &str,
+        max_size: &str,
+    ) -> Result<(), DbusVssError> {
+        self.operator(&hdr, "add shadow storage").await?;
+        let max = MaxSize::from_wire(max_size)?;
+        Ok(self
+            .core
+            .add_shadow_storage(for_volume, on_volume, max)
+            .await?)
+    }
+
+    async fn resize_shadow_storage(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        for_volume: &str,
+        on_volume: &str,
+        max_size: &str,
+    ) -> Result<(), DbusVssError> {
+        self.operator(&hdr, "resize shadow storage").await?;
+        let max = MaxSize::from_wire(max_size)?;
+        Ok(self
+            .core
+            .resize_shadow_storage(for_volume, on_volume, max)
+            .await?)
+    }
+
+    async fn delete_shadow_storage(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        for_volume: &str,
+        on_volume: &str,
+    ) -> Result<(), DbusVssError> {
+        self.operator(&hdr, "delete shadow storage").await?;
+        Ok(self
+            .core
+            .delete_shadow_storage(for_volume, non_empty(on_volume))
+            .await?)
+    }
+
+    async fn revert_shadow(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        shadow_id: &str,
+        force_dismount: bool,
+    ) -> Result<(), DbusVssError> {
+        self.operator(&hdr, "revert volumes to shadow copies")
+            .await?;
+        Ok(self
+            .core
+            .revert_shadow(guid(shadow_id)?, force_dismount)
+            .await?)
+    }
+
+    async fn query_reverts(&self, for_volume: &str) -> Result<String, DbusVssError> {
+        json(&self.core.query_reverts(non_empty(for_volume)).await?)
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use vss_catalog::Catalog;
-use vss_core::{Coordinator, CoreConfig, EventId, VolumeResolver};
+use vss_core::{Coordinator, CoreConfig, EventId, NoSoftwareVolumes, VolumeResolver};
 use vss_provider::Registry;
 use vss_types::{Volume, VssCode, VssError, VssResult};
 use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
@@ -150,6 +150,9 @@ async fn run(args: Args) -> Result<()> {
         catalog,
         Arc::new(guard::SystemHold),
         Arc::new(MountinfoResolver),
+        // The copy-on-write provider plugs in here; until then the
+        // storage verbs answer VSS_E_NOT_SUPPORTED.
+        Arc::new(NoSoftwareVolumes),
     );
 
     let operators_gid = match &cfg.operators_group {
@@ -209,6 +212,16 @@ async fn run(args: Args) -> Result<()> {
         .at(
             vss_dbus::SERVICE_PATH,
             bus::Requestor {
+                core: core.clone(),
+                policy: policy.clone(),
+                dbus: dbus.clone(),
+            },
+        )
+        .await?;
+    conn.object_server()
+        .at(
+            vss_dbus::SERVICE_PATH,
+            bus::Storage {
                 core: core.clone(),
                 policy: policy.clone(),
                 dbus: dbus.clone(),

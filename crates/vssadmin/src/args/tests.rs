@@ -540,80 +540,145 @@ fn switch_errors() {
 }
 
 #[test]
-fn max_size_units() {
-    let b = |s: &str| MaxSize::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
-    assert_eq!(b("1048576"), MaxSize::Bytes(1 << 20));
-    assert_eq!(b("1048576B"), MaxSize::Bytes(1 << 20));
-    assert_eq!(b("1024KB"), MaxSize::Bytes(1 << 20));
-    assert_eq!(b("1024k"), MaxSize::Bytes(1 << 20));
-    assert_eq!(b("300MB"), MaxSize::Bytes(300 << 20));
-    assert_eq!(b("300m"), MaxSize::Bytes(300 << 20));
-    assert_eq!(b("10GB"), MaxSize::Bytes(10 << 30));
-    assert_eq!(b("10g"), MaxSize::Bytes(10 << 30));
-    assert_eq!(b("1.5G"), MaxSize::Bytes(3 << 29));
-    assert_eq!(b("2TB"), MaxSize::Bytes(2 << 40));
-    assert_eq!(b("2T"), MaxSize::Bytes(2 << 40));
-    assert_eq!(b("1PB"), MaxSize::Bytes(1 << 50));
-    assert_eq!(b("1p"), MaxSize::Bytes(1 << 50));
-    assert_eq!(b("15EB"), MaxSize::Bytes(15 << 60));
-    assert_eq!(b("1E"), MaxSize::Bytes(1 << 60));
-    assert_eq!(b(".5GB"), MaxSize::Bytes(1 << 29));
-    assert_eq!(b("1%"), MaxSize::Percent(1));
-    assert_eq!(b("100%"), MaxSize::Percent(100));
-    assert_eq!(b("UNBOUNDED"), MaxSize::Unbounded);
-    assert_eq!(b("Unbounded"), MaxSize::Unbounded);
-    for m in [
-        MaxSize::Bytes(5 << 30),
-        MaxSize::Percent(20),
-        MaxSize::Unbounded,
+fn bad_sizes_name_the_code() {
+    // The parser itself is tested in vss-types (storage.rs); here: what the
+    // command line makes of its errors.
+    for (line, kind, why) in [
+        (
+            "add shadowstorage /for=/a /on=/b /maxsize=0%",
+            CommandKind::AddShadowStorage,
+            "invalid size '0%': a percentage must be a whole number from 1 to 100",
+        ),
+        (
+            "resize shadowstorage /for=/a /on=/b /maxsize=1000",
+            CommandKind::ResizeShadowStorage,
+            "invalid size '1000': the maximum size must be at least 1 MB",
+        ),
+        (
+            "resize shadowstorage /for=/a /on=/b --max-size 10 parsecs",
+            CommandKind::ResizeShadowStorage,
+            "unexpected argument 'parsecs' for `resize shadowstorage`",
+        ),
+        (
+            "add shadowstorage /for=/a /on=/b /maxsize=16EB",
+            CommandKind::AddShadowStorage,
+            "invalid size '16EB': the size is too large",
+        ),
     ] {
-        assert_eq!(b(&m.to_string()), m);
+        let e = err(line);
+        assert_eq!(e.message, why, "{line}");
+        let shown = crate::render::error(&e);
+        assert!(
+            shown.starts_with(&format!("Error: 0x80070057 E_INVALIDARG: {why}\nHint: ")),
+            "{shown}"
+        );
+        assert!(shown.contains(kind.syntax()), "{shown}");
     }
-    assert_eq!("20%".parse::<MaxSize>().unwrap(), MaxSize::Percent(20));
+    assert_eq!(
+        err_in(
+            "add shadowstorage /for=/a /on=/b /maxsize",
+            CommandKind::AddShadowStorage
+        ),
+        "/maxsize needs a value: /maxsize=SIZE"
+    );
+    // The spec comes from vss-types: the same type vssd checks.
+    assert_eq!(
+        cmd("add shadowstorage /for=/a /on=/b /maxsize=1.5t"),
+        Command::AddShadowStorage {
+            for_volume: "/a".into(),
+            on_volume: "/b".into(),
+            max_size: Some(vss_types::MaxSize::Bytes(3 << 39))
+        }
+    );
+    assert_eq!(MIN_MAX_SIZE, 1 << 20);
 }
 
 #[test]
-fn max_size_errors() {
-    let m = |s: &str| {
-        let e = MaxSize::parse(s).expect_err(s);
-        assert_eq!(e.code, VssCode::InvalidArg);
-        e.message
+fn add_delete_volume() {
+    let want = Command::AddVolume {
+        device: "/dev/sdb1".into(),
+        mount: "/srv/data".into(),
     };
-    assert!(m("12XB").starts_with("invalid size '12XB': unknown unit 'XB';"));
+    assert_eq!(cmd("add volume /device=/dev/sdb1 /mount=/srv/data"), want);
+    assert_eq!(cmd("Add Volume --mount /srv/data --device /dev/sdb1"), want);
+    assert_eq!(cmd("ADD VOLUME /Device=/dev/sdb1 --mount=/srv/data"), want);
+    // Relative paths are kept here; the binary makes them absolute.
     assert_eq!(
-        m("0%"),
-        "invalid size '0%': a percentage must be a whole number from 1 to 100"
+        cmd("add volume /device=disk.img /mount=mnt"),
+        Command::AddVolume {
+            device: "disk.img".into(),
+            mount: "mnt".into(),
+        }
+    );
+    let k = CommandKind::AddVolume;
+    assert_eq!(
+        err_in("add volume /mount=/srv/data", k),
+        "/device= is required for `add volume`"
     );
     assert_eq!(
-        m("101%"),
-        "invalid size '101%': a percentage must be a whole number from 1 to 100"
+        err_in("add volume /device=/dev/sdb1", k),
+        "/mount= is required for `add volume`"
     );
     assert_eq!(
-        m("x%"),
-        "invalid size 'x%': a percentage must be a whole number from 1 to 100"
+        err_in("add volume /device /mount=/m", k),
+        "/device needs a value: /device=PATH"
     );
     assert_eq!(
-        m("GB"),
-        "invalid size 'GB': expected a number followed by a unit, e.g. 10GB"
+        err_in("add volume /device=/d /mount", k),
+        "/mount needs a value: /mount=DIR"
     );
     assert_eq!(
-        m("1.2.3GB"),
-        "invalid size '1.2.3GB': expected a number followed by a unit, e.g. 10GB"
-    );
-    assert_eq!(m("-5GB"), "invalid size '-5GB': unknown unit '-5GB'; use B, KB, MB, GB, TB, PB or EB (or K, M, G, T, P, E), N% or UNBOUNDED");
-    assert_eq!(m("16EB"), "invalid size '16EB': the size is too large");
-    assert_eq!(
-        m("99999999999999999999999999999999999999999"),
-        "invalid size '99999999999999999999999999999999999999999': the number is too large"
+        err_in("add volume /device=/d /mount=/m /quiet", k),
+        "switch /quiet does not apply to `add volume`"
     );
     assert_eq!(
-        m("1000"),
-        "invalid size '1000': the maximum size must be at least 1 MB"
+        err_in("add volume /device=/d /mount=/m /for=/x", k),
+        "switch /for does not apply to `add volume`"
+    );
+
+    assert_eq!(
+        cmd("delete volume /for=/srv/data"),
+        Command::DeleteVolume {
+            for_volume: "/srv/data".into(),
+            quiet: false
+        }
     );
     assert_eq!(
-        m("1023KB"),
-        "invalid size '1023KB': the maximum size must be at least 1 MB"
+        cmd("Delete Volume --for /srv/data --quiet"),
+        Command::DeleteVolume {
+            for_volume: "/srv/data".into(),
+            quiet: true
+        }
     );
+    let k = CommandKind::DeleteVolume;
+    assert_eq!(
+        err_in("delete volume /quiet", k),
+        "/for= is required for `delete volume`"
+    );
+    assert_eq!(
+        err_in("delete volume /for=/a /device=/dev/sdb1", k),
+        "switch /device does not apply to `delete volume`"
+    );
+    // Plural is not a command: `delete volumes` is invalid.
+    assert_eq!(err("delete volumes /for=/a").message, "Invalid command.");
+    // /device and /mount belong to `add volume` only.
+    assert_eq!(
+        err_in(
+            "create shadow /for=/a /device=/dev/sdb1",
+            CommandKind::CreateShadow
+        ),
+        "switch /device does not apply to `create shadow`"
+    );
+}
+
+#[test]
+fn linux_extensions() {
+    let ext: Vec<CommandKind> = CommandKind::ALL
+        .into_iter()
+        .filter(|k| k.is_linux_extension())
+        .collect();
+    assert_eq!(ext, [CommandKind::AddVolume, CommandKind::DeleteVolume]);
+    assert!(supported_commands_hint().contains("add volume, delete volume"));
 }
 
 #[test]
