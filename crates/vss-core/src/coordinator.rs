@@ -758,6 +758,30 @@ impl Coordinator {
             .filter(|(v, p, _)| p.hold_method(v) == HoldMethod::Freeze)
             .map(|(v, _, _)| v.mount_point.clone())
             .collect();
+        // A provider that writes shadow storage during its commit must not
+        // find it frozen by this very set.
+        for (v, p, _) in members {
+            for path in p.writable_during_cut(v) {
+                if let Ok(on) = self.volumes.volume_of(&path.to_string_lossy()) {
+                    if freeze_mounts.contains(&on.mount_point) {
+                        return Err(VssError::new(
+                            VssCode::VolumeNotSupported,
+                            format!(
+                                "the shadow storage of {} ({}) is on {}, which this snapshot set freezes",
+                                v.mount_point,
+                                path.display(),
+                                on.mount_point
+                            ),
+                        )
+                        .with_hint(format!(
+                            "Move it off the set: `vssadmin delete shadowstorage /for={}` then \
+                             `vssadmin add shadowstorage /for={} /on=OTHER`, or shadow the volumes in separate sets.",
+                            v.mount_point, v.mount_point
+                        )));
+                    }
+                }
+            }
+        }
         self.catalog.begin_inflight(&InflightSet {
             set_id,
             started_unix_ms: now_ms(),
@@ -1056,6 +1080,50 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Forgets shadows their provider deleted by itself (evicted, oldest
+    /// first, when its shadow storage ran out), so that lists never show
+    /// them. Each gets a journal event naming it.
+    pub async fn forget_evicted_shadows(&self) -> VssResult<()> {
+        for info in self.providers.list() {
+            let Some(p) = self.providers.get(info.provider_id) else {
+                continue;
+            };
+            let p2 = p.clone();
+            let gone = blocking(move || p2.evicted()).await?;
+            for (id, reason) in gone {
+                let Ok(r) = self.catalog.shadow(id) else {
+                    continue;
+                };
+                if let Some(exposed) = r.prop.exposed_name.clone() {
+                    // Its image is gone; the mount only returns errors.
+                    let (p3, ps) = (p.clone(), provider_shadow(&r, record_volume(&r)));
+                    let _ = blocking(move || p3.unexpose(&ps, Path::new(&exposed))).await;
+                }
+                self.catalog.remove_shadow(id)?;
+                tracing::warn!(
+                    event_id = EventId::ShadowEvicted.id(),
+                    shadow = %id,
+                    volume = %r.prop.original_volume,
+                    "shadow copy deleted by its provider: {reason}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// After the software provider deleted a volume's shadow storage (and
+    /// with it every shadow of the volume): drop their records.
+    fn forget_shadows_of(&self, mount: Option<&str>) -> VssResult<()> {
+        let Some(mount) = mount else { return Ok(()) };
+        for r in self.catalog.shadows()? {
+            if r.prop.original_volume == mount {
+                self.catalog.remove_shadow(r.prop.shadow_id)?;
+                tracing::info!(event_id = EventId::ShadowDeleted.id(), shadow = %r.prop.shadow_id, volume = %mount, "shadow copy deleted with its shadow storage");
+            }
+        }
+        Ok(())
+    }
+
     /// `delete shadows`: filter keys `for`, `shadow`, `set`, `oldest`, `all`.
     pub async fn delete_shadows(&self, filter: &HashMap<String, String>) -> VssResult<Vec<Guid>> {
         let oldest = filter.get("oldest").is_some_and(|v| v == "true");
@@ -1177,8 +1245,10 @@ impl Coordinator {
     /// `vssadmin delete volume`.
     pub async fn delete_software_volume(&self, for_volume: &str) -> VssResult<()> {
         let v = required_arg("/for=", for_volume)?;
+        let mount = self.volumes.volume_of(&v).map(|x| x.mount_point).ok();
         let v2 = v.clone();
         self.software(move |s| s.delete_volume(&v2)).await?;
+        self.forget_shadows_of(mount.as_deref())?;
         tracing::info!(event_id = EventId::SoftwareVolumeDeleted.id(), volume = %v, "software volume deleted");
         Ok(())
     }
@@ -1239,9 +1309,11 @@ impl Coordinator {
     ) -> VssResult<()> {
         let f = required_arg("/for=", for_volume)?;
         let o = optional_arg(on_volume);
+        let mount = self.volumes.volume_of(&f).map(|x| x.mount_point).ok();
         let (f2, o2) = (f.clone(), o.clone());
         self.software(move |s| s.delete_storage(&f2, o2.as_deref()))
             .await?;
+        self.forget_shadows_of(mount.as_deref())?;
         tracing::info!(event_id = EventId::ShadowStorageDeleted.id(), for_volume = %f, on_volume = o.as_deref().unwrap_or("(any)"), "shadow storage association deleted");
         Ok(())
     }

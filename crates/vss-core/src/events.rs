@@ -44,6 +44,7 @@ pub enum EventId {
     ShadowStorageResized = 6003,
     ShadowStorageDeleted = 6004,
     RevertStarted = 6005,
+    ShadowEvicted = 6006,
 }
 
 impl EventId {

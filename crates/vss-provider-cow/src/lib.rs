@@ -314,6 +314,28 @@ impl Provider for CowProvider {
         Ok(())
     }
 
+    fn writable_during_cut(&self, volume: &Volume) -> Vec<std::path::PathBuf> {
+        self.entry(volume)
+            .ok()
+            .and_then(|e| self.manager.status(&e).ok())
+            .and_then(|s| s.storage)
+            .map(|st| vec![st.dir])
+            .unwrap_or_default()
+    }
+
+    fn evicted(&self) -> Vec<(Guid, String)> {
+        self.manager
+            .entries()
+            .iter()
+            .filter_map(|e| self.manager.status(e).ok())
+            .flat_map(|s| s.evicted)
+            .filter_map(|e| {
+                vss_volumed::protocol::parse_id(&e.shadow_id)
+                    .map(|id| (Guid::from_u128(id), format!("shadow storage: {}", e.reason)))
+            })
+            .collect()
+    }
+
     fn unexpose(&self, shadow: &ProviderShadow, target: &Path) -> VssResult<()> {
         vss_sys::unmount(target).map_err(|e| {
             let code = if e.raw_os_error() == Some(16) {

@@ -83,6 +83,20 @@ pub trait Provider: Send + Sync {
     fn expose(&self, shadow: &ProviderShadow, target: &std::path::Path) -> VssResult<()>;
 
     fn unexpose(&self, shadow: &ProviderShadow, target: &std::path::Path) -> VssResult<()>;
+
+    /// Paths the provider writes during `commit` (its shadow storage): they
+    /// must not lie on a filesystem frozen for the same set, or the commit
+    /// would wait for a thaw that comes only after it.
+    fn writable_during_cut(&self, _volume: &Volume) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
+
+    /// Shadows the provider deleted by itself since it started (evicted
+    /// for lack of space, oldest first), with the reason: the service
+    /// forgets them.
+    fn evicted(&self) -> Vec<(Guid, String)> {
+        Vec::new()
+    }
 }
 
 /// The registered providers (`vssadmin list providers`).

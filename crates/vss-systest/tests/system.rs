@@ -901,7 +901,9 @@ fn priv_sys_storage_verbs_reach_vssd() {
         return;
     }
     let bus = Bus::start();
-    let d = Daemon::start(&bus, "");
+    // The software provider switched off: the verbs still reach vssd and
+    // answer clearly (the provider itself is tested in tests/cow.rs).
+    let d = Daemon::start(&bus, "[providers]\nsoftware = false\n");
 
     // Lists: nothing, exit 0, text and JSON.
     let o = d.vssadmin(&["list", "shadowstorage"]);
@@ -985,8 +987,8 @@ fn priv_sys_storage_verbs_reach_vssd() {
         assert!(o.stderr.contains("E_ACCESSDENIED"), "{}", o.stderr);
     }
 
-    // Without the copy-on-write provider (vssd uses NoSoftwareVolumes
-    // until it is plugged in): every change is 0x8004232F with a hint.
+    // Without the copy-on-write provider every change is 0x8004232F with a
+    // hint.
     for (args, verb) in [
         (
             &["add", "volume", "/device=/dev/null", "/mount=/mnt/vss-x"][..],

@@ -45,6 +45,9 @@ impl Requestor {
     }
 
     async fn list_shadows(&self, filter: HashMap<String, String>) -> Result<String, DbusVssError> {
+        if let Err(e) = self.core.forget_evicted_shadows().await {
+            tracing::warn!("cannot reconcile evicted shadows: {e}");
+        }
         json(&self.core.list_shadows(&filter)?)
     }
 
@@ -213,6 +216,9 @@ impl Requestor {
     ) -> Result<String, DbusVssError> {
         let c = caller(&self.dbus, &hdr).await?;
         self.policy.check_operator(&c, "delete shadow copies")?;
+        if let Err(e) = self.core.forget_evicted_shadows().await {
+            tracing::warn!("cannot reconcile evicted shadows: {e}");
+        }
         let ids = self.core.delete_shadows(&filter).await?;
         json(&ids)
     }

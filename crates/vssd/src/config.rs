@@ -28,6 +28,9 @@ pub struct Config {
     /// Per-writer settings by writer name.
     pub writers: HashMap<String, WriterSettings>,
     pub providers: ProviderSettings,
+    /// Where volume servers of the software provider keep their control
+    /// sockets and image directories (root only).
+    pub volume_run_dir: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +47,9 @@ pub struct ProviderSettings {
     /// sequence on filesystems no real provider supports yet.
     pub simulated: bool,
     pub simulated_commit_delay_ms: u64,
+    /// The copy-on-write software provider (volumes enabled with
+    /// `vssadmin add volume`).
+    pub software: bool,
 }
 
 impl Default for ProviderSettings {
@@ -52,6 +58,7 @@ impl Default for ProviderSettings {
             btrfs: true,
             simulated: false,
             simulated_commit_delay_ms: 0,
+            software: true,
         }
     }
 }
@@ -67,6 +74,7 @@ impl Default for Config {
             allowed_writer_uids: None,
             writers: HashMap::new(),
             providers: ProviderSettings::default(),
+            volume_run_dir: PathBuf::from("/run/vss/volumes"),
         }
     }
 }

@@ -8,6 +8,7 @@ mod auth;
 mod bus;
 mod config;
 mod guard;
+mod software;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -17,8 +18,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use vss_catalog::Catalog;
-use vss_core::{Coordinator, CoreConfig, EventId, NoSoftwareVolumes, VolumeResolver};
+use vss_core::{
+    Coordinator, CoreConfig, EventId, NoSoftwareVolumes, SoftwareVolumes, VolumeResolver,
+};
 use vss_provider::Registry;
+use vss_provider_cow::{CowManager, CowProvider};
 use vss_types::{Volume, VssCode, VssError, VssResult};
 use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 
@@ -138,6 +142,23 @@ async fn run(args: Args) -> Result<()> {
         )))?;
     }
 
+    let software: Arc<dyn SoftwareVolumes> = if cfg.providers.software {
+        let manager = Arc::new(CowManager::new(
+            &cfg.state_dir,
+            &cfg.volume_run_dir,
+            software::volumed_binary(),
+        ));
+        // Volume servers outlive vssd; after a reboot (or if one died) the
+        // registered volumes get theirs again here, before recovery asks
+        // them about their shadows.
+        let m = manager.clone();
+        tokio::task::spawn_blocking(move || m.ensure_running()).await?;
+        providers.register(Arc::new(CowProvider::new(manager.clone())))?;
+        Arc::new(software::CowVolumes { manager })
+    } else {
+        Arc::new(NoSoftwareVolumes)
+    };
+
     let core = Coordinator::new(
         CoreConfig {
             writer_timeout: Duration::from_secs(cfg.writer_timeout_secs),
@@ -150,9 +171,7 @@ async fn run(args: Args) -> Result<()> {
         catalog,
         Arc::new(guard::SystemHold),
         Arc::new(MountinfoResolver),
-        // The copy-on-write provider plugs in here; until then the
-        // storage verbs answer VSS_E_NOT_SUPPORTED.
-        Arc::new(NoSoftwareVolumes),
+        software,
     );
 
     let operators_gid = match &cfg.operators_group {
