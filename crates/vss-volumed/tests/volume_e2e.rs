@@ -34,7 +34,7 @@ impl Server {
             .set_len(size_mb << 20)
             .unwrap();
         let mkfs = format!("mkfs.{fs}");
-        let force = if fs == "xfs" { "-f" } else { "-F" };
+        let force = if fs == "ext4" { "-F" } else { "-f" };
         run(&mkfs, &["-q", force, image.to_str().unwrap()]);
         let config = VolumeConfig {
             volume_id: id_text(0x5eed),
@@ -509,4 +509,35 @@ fn priv_cow_revert_restores_the_instant_and_keeps_other_shadows() {
     }
     let cfg = VolumeConfig::load(&server.config_path).unwrap();
     assert_eq!(cfg.revert_pending, None);
+}
+
+#[test]
+fn priv_cow_btrfs_shadow_mounts_beside_the_live_filesystem() {
+    if !privileged("priv_cow_btrfs_shadow_mounts_beside_the_live_filesystem") {
+        return;
+    }
+    let server = Server::start("btrfs", 256);
+    server.add_storage(None);
+    let dir = server.mnt().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a"), b"one").unwrap();
+    run("sync", &[]);
+    let image = server.cut(0x401);
+    std::fs::write(dir.join("a"), b"two").unwrap();
+    std::fs::write(dir.join("b"), b"new").unwrap();
+    run("sync", &[]);
+    // Same fsid as the mounted live filesystem: the kernel mounts the copy
+    // with a temporary fsid (single-device btrfs, kernel 6.7 and later).
+    let exposed = Exposed::new(&image, "btrfs");
+    let files = exposed.files_at("work");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files["a"], blake3::hash(b"one").to_hex().to_string());
+    let temp_fsid = std::fs::read_dir("/sys/fs/btrfs")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("temp_fsid")).ok())
+        .any(|v| v.trim() == "1");
+    assert!(temp_fsid, "the shadow was not given a temporary fsid");
+    drop(exposed);
+    run("btrfs", &["check", "--readonly", image.to_str().unwrap()]);
 }
