@@ -419,13 +419,17 @@ impl Coordinator {
         }
         let provider = self.providers.choose(&volume, provider_id)?;
         let existing = self.catalog.shadows_of_volume(&volume.mount_point)?.len();
-        if existing >= limits::MAX_SHADOWS_PER_VOLUME {
+        let (limit, deletes_oldest) = provider
+            .shadow_limit(&volume)
+            .map_or((limits::MAX_SHADOWS_PER_VOLUME, false), |(n, d)| {
+                (n as usize, d)
+            });
+        if existing >= limit && !deletes_oldest {
             return Err(VssError::new(
                 VssCode::MaximumNumberOfSnapshotsReached,
                 format!(
-                    "{} already has {existing} shadow copies (the maximum is {})",
+                    "{} already has {existing} shadow copies (the maximum is {limit})",
                     volume.mount_point,
-                    limits::MAX_SHADOWS_PER_VOLUME
                 ),
             )
             .with_hint(format!(

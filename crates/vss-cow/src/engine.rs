@@ -128,6 +128,8 @@ pub struct CowVolume {
     state: Mutex<State>,
     /// Chunks written through the copy path (for benchmarks and tests).
     copies_made: AtomicU64,
+    /// `(max_shadows, evict_at_limit)`, changeable while open.
+    shadow_limit: Mutex<(u32, bool)>,
 }
 
 struct JournalTail {
@@ -280,7 +282,9 @@ impl CowVolume {
             }),
             state: Mutex::new(state),
             copies_made: AtomicU64::new(0),
+            shadow_limit: Mutex::new((0, false)),
         };
+        *lock(&vol.shadow_limit) = (vol.tuning.max_shadows, vol.tuning.evict_at_limit);
         recovery.records_checked = vol.check_all_copies(&mut recovery.lost)?;
         lock(&vol.state).rebuild_protection();
         vol.compact_if_worthwhile()?;
@@ -297,6 +301,12 @@ impl CowVolume {
 
     pub fn superblock(&self) -> &Superblock {
         &self.sb
+    }
+
+    /// Changes the most shadows kept and what a cut beyond it does. A lower
+    /// limit takes effect at the next cut.
+    pub fn set_shadow_limit(&self, max_shadows: u32, evict_at_limit: bool) {
+        *lock(&self.shadow_limit) = (max_shadows, evict_at_limit);
     }
 
     pub fn copies_made(&self) -> u64 {
@@ -604,15 +614,14 @@ impl CowVolume {
                 return Err(CowError::ShadowExists(shadow_id));
             }
         }
+        let (max_shadows, evict_at_limit) = *lock(&self.shadow_limit);
         loop {
             let count = lock(&self.state).shadows.len() as u32;
-            if count < self.tuning.max_shadows {
+            if count < max_shadows.max(1) {
                 break;
             }
-            if !self.tuning.evict_at_limit {
-                return Err(CowError::ShadowLimit {
-                    limit: self.tuning.max_shadows,
-                });
+            if !evict_at_limit {
+                return Err(CowError::ShadowLimit { limit: max_shadows });
             }
             self.evict_oldest(DeleteReason::ShadowLimit)?;
         }

@@ -323,6 +323,12 @@ impl Provider for CowProvider {
             .unwrap_or_default()
     }
 
+    fn shadow_limit(&self, volume: &Volume) -> Option<(u32, bool)> {
+        self.entry(volume)
+            .ok()
+            .map(|e| (e.config.max_shadows, e.config.delete_oldest_at_limit))
+    }
+
     fn evicted(&self) -> Vec<(Guid, String)> {
         self.manager
             .entries()

@@ -41,6 +41,8 @@ pub struct CowManager {
     run_root: PathBuf,
     default_storage_root: PathBuf,
     volumed_bin: PathBuf,
+    /// `(max shadows, delete the oldest at the limit)` for every volume.
+    shadow_limit: (u32, bool),
 }
 
 fn io_err(context: &str, e: &std::io::Error) -> VssError {
@@ -80,7 +82,20 @@ impl CowManager {
             run_root: run_root.to_owned(),
             default_storage_root: state_dir.join(DEFAULT_STORAGE_DIR),
             volumed_bin,
+            shadow_limit: (vss_volumed::DEFAULT_MAX_SHADOWS, false),
         }
+    }
+
+    /// Most shadows per volume (1–512) and whether a cut at the limit
+    /// deletes the oldest (Windows' MaxShadowCopies) or fails with
+    /// `0x80042317`.
+    pub fn with_shadow_limit(mut self, max_shadows: u32, delete_oldest: bool) -> Self {
+        self.shadow_limit = (max_shadows, delete_oldest);
+        self
+    }
+
+    pub fn shadow_limit(&self) -> (u32, bool) {
+        self.shadow_limit
     }
 
     pub fn entries(&self) -> Vec<VolumeEntry> {
@@ -202,7 +217,29 @@ impl CowManager {
     /// At vssd's start: every registered volume whose server is not
     /// answering gets one.
     pub fn ensure_running(&self) {
-        for entry in self.entries() {
+        for mut entry in self.entries() {
+            let (max, oldest) = self.shadow_limit;
+            if (
+                entry.config.max_shadows,
+                entry.config.delete_oldest_at_limit,
+            ) != (max, oldest)
+            {
+                entry.config.max_shadows = max;
+                entry.config.delete_oldest_at_limit = oldest;
+                if let Err(e) = entry.config.save(&entry.config_path) {
+                    tracing::error!(file = %entry.config_path.display(), error = %e, "cannot update the shadow limit");
+                }
+                // A running server takes it at once; a stopped one reads it
+                // when it starts below.
+                let _ = self.call(
+                    &entry,
+                    &Request::SetShadowLimit {
+                        max_shadows: max,
+                        delete_oldest_at_limit: oldest,
+                    },
+                    STATUS_TIMEOUT,
+                );
+            }
             if self.status(&entry).is_ok() {
                 continue;
             }
@@ -284,6 +321,8 @@ impl CowManager {
             run_dir: self.run_root.join(&id),
             storage: None,
             revert_pending: None,
+            max_shadows: self.shadow_limit.0,
+            delete_oldest_at_limit: self.shadow_limit.1,
         };
         std::fs::create_dir_all(&self.volumes_dir)
             .map_err(|e| io_err("cannot create the volumes directory", &e))?;

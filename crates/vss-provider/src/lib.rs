@@ -97,6 +97,14 @@ pub trait Provider: Send + Sync {
     fn evicted(&self) -> Vec<(Guid, String)> {
         Vec::new()
     }
+
+    /// The most shadows the provider keeps of `volume`, and whether it
+    /// deletes the oldest to make room for a new one (Windows'
+    /// MaxShadowCopies) instead of refusing it. `None`: the service's
+    /// limit of 64 applies.
+    fn shadow_limit(&self, _volume: &Volume) -> Option<(u32, bool)> {
+        None
+    }
 }
 
 /// The registered providers (`vssadmin list providers`).

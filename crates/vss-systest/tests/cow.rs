@@ -240,3 +240,61 @@ fn priv_sys_cow_and_btrfs_volumes_cut_in_one_hold() {
         .ok();
     run("umount", &[&m]);
 }
+
+#[test]
+fn priv_sys_cow_shadow_limit_refuses_or_deletes_the_oldest() {
+    if !privileged("priv_sys_cow_shadow_limit_refuses_or_deletes_the_oldest") {
+        return;
+    }
+    let bus = Bus::start();
+    let runs = tempfile::tempdir().unwrap();
+    let extra = |delete_oldest: bool| {
+        format!(
+            "volume-run-dir = \"{}\"\n[providers]\nsoftware-max-shadow-copies = 2\nsoftware-delete-oldest-at-limit = {delete_oldest}\n",
+            runs.path().display()
+        )
+    };
+    let mut d = Daemon::start(&bus, &extra(false));
+    let img = Image::new("ext4", 200);
+    let m = img.m();
+    d.vssadmin(&[
+        "add",
+        "volume",
+        &format!("/device={}", img.device()),
+        &format!("/mount={m}"),
+    ])
+    .ok();
+    let first = d.vssadmin(&["create", "shadow", &format!("/for={m}")]);
+    first.ok();
+    d.vssadmin(&["create", "shadow", &format!("/for={m}")]).ok();
+    let third = d.vssadmin(&["create", "shadow", &format!("/for={m}")]);
+    assert_ne!(third.code, 0);
+    assert!(third.stderr.contains("0x80042317"), "{third:?}");
+
+    // Same state, now configured like MaxShadowCopies: the oldest goes.
+    std::fs::write(&d.config, {
+        let text = std::fs::read_to_string(&d.config).unwrap();
+        text.replace(
+            "software-delete-oldest-at-limit = false",
+            "software-delete-oldest-at-limit = true",
+        )
+    })
+    .unwrap();
+    d.kill9();
+    d.spawn();
+    let third = d.vssadmin(&["create", "shadow", &format!("/for={m}")]);
+    third.ok();
+    let list = d.vssadmin(&["list", "shadows", &format!("/for={m}")]);
+    list.ok();
+    assert!(!list.stdout.contains(&first.shadow_id()), "{list:?}");
+    assert!(list.stdout.contains(&third.shadow_id()), "{list:?}");
+    assert_eq!(
+        list.stdout.matches("Shadow Copy ID:").count(),
+        2,
+        "{list:?}"
+    );
+    assert!(d.log_text().contains("shadow copy deleted by its provider"));
+    d.vssadmin(&["delete", "volume", &format!("/for={m}"), "/quiet"])
+        .ok();
+    run("umount", &[&m]);
+}

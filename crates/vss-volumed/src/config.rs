@@ -25,6 +25,19 @@ pub struct VolumeConfig {
     /// filesystem is mounted again.
     #[serde(default)]
     pub revert_pending: Option<String>,
+    /// Most shadows kept (1–512; VSS: 64).
+    #[serde(default = "default_max_shadows")]
+    pub max_shadows: u32,
+    /// At the limit, delete the oldest shadow for a new one instead of
+    /// refusing it (`0x80042317`), like Windows' MaxShadowCopies.
+    #[serde(default)]
+    pub delete_oldest_at_limit: bool,
+}
+
+pub const DEFAULT_MAX_SHADOWS: u32 = 64;
+
+fn default_max_shadows() -> u32 {
+    DEFAULT_MAX_SHADOWS
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +94,8 @@ mod tests {
                 dir: "/var/lib/vss/storage/x".into(),
             }),
             revert_pending: None,
+            max_shadows: 64,
+            delete_oldest_at_limit: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.toml");

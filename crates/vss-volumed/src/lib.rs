@@ -15,5 +15,5 @@ pub mod config;
 pub mod protocol;
 pub mod server;
 
-pub use config::{StorageConfig, VolumeConfig};
+pub use config::{StorageConfig, VolumeConfig, DEFAULT_MAX_SHADOWS};
 pub use server::{image_name, VolumeServer};

@@ -43,6 +43,11 @@ pub enum Request {
     /// Unmounts the live filesystem, deletes shadow storage and stops the
     /// server, leaving the device holding the live filesystem.
     Retire,
+    /// Changes the shadow count limit (saved for the next start too).
+    SetShadowLimit {
+        max_shadows: u32,
+        delete_oldest_at_limit: bool,
+    },
     /// Unmounts the live filesystem (refused while busy) and stops the
     /// server; shadows and shadow storage stay for its next start.
     Stop,

@@ -130,11 +130,12 @@ fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn tuning() -> Tuning {
+fn tuning(config: &VolumeConfig) -> Tuning {
     Tuning {
-        // The VSS per-volume maximum; beyond it the cut fails with
-        // 0x80042317 unless the admin configures eviction.
-        max_shadows: 64,
+        // VSS keeps 64 per volume; beyond the limit the cut fails with
+        // 0x80042317 unless the admin chose to delete the oldest.
+        max_shadows: config.max_shadows,
+        evict_at_limit: config.delete_oldest_at_limit,
         ..Tuning::default()
     }
 }
@@ -190,6 +191,9 @@ impl VolumeServer {
             let id = parse_id(pending).ok_or_else(|| anyhow!("bad revert-pending id {pending}"))?;
             tracing::warn!(shadow = %image_name(id), "finishing a revert interrupted by a restart");
             server.run_revert(id)?;
+            if let Some(r) = lock(&server.revert).as_ref() {
+                *lock(&r.outcome) = Some(Ok(()));
+            }
         }
         server.attach_and_mount()?;
         Ok(server)
@@ -287,7 +291,7 @@ impl VolumeServer {
         let (engine, recovery) = CowVolume::open(
             self.live.device.clone(),
             storage,
-            tuning(),
+            tuning(&lock(&self.config)),
             Some(self.sink()),
         )
         .map_err(|e| anyhow!("cannot open shadow storage {}: {e}", dir.display()))?;
@@ -577,6 +581,26 @@ impl VolumeServer {
                 Ok(Reply::Ok)
             }
             Request::Retire => self.retire(),
+            Request::SetShadowLimit {
+                max_shadows,
+                delete_oldest_at_limit,
+            } => {
+                if !(1..=512).contains(&max_shadows) {
+                    return Err(err(
+                        ErrorKind::BadRequest,
+                        format!("a shadow limit of {max_shadows} is outside 1–512"),
+                    ));
+                }
+                let mut config = lock(&self.config).clone();
+                config.max_shadows = max_shadows;
+                config.delete_oldest_at_limit = delete_oldest_at_limit;
+                self.save_config(&config)?;
+                *lock(&self.config) = config;
+                if let Some(e) = self.engine() {
+                    e.set_shadow_limit(max_shadows, delete_oldest_at_limit);
+                }
+                Ok(Reply::Ok)
+            }
             Request::Stop => {
                 self.stop()?;
                 Ok(Reply::Ok)
@@ -623,7 +647,7 @@ impl VolumeServer {
                     max_bytes,
                     created_unix: now_unix(),
                 },
-                tuning(),
+                tuning(&lock(&self.config)),
                 Some(self.sink()),
             )
             .map_err(cow_err)?;
@@ -700,6 +724,8 @@ impl VolumeServer {
         config.revert_pending = Some(id_text(id));
         self.save_config(&config)?;
         *lock(&self.config) = config;
+        // Reported from now on, before the thread runs.
+        self.new_revert_state(id);
         let server = self.clone();
         std::thread::Builder::new()
             .name("revert".into())
@@ -728,20 +754,31 @@ impl VolumeServer {
         Ok(())
     }
 
-    /// Writes shadow `id` back; the filesystem is not mounted.
-    fn run_revert(&self, id: u128) -> anyhow::Result<()> {
-        let engine = self
-            .engine()
-            .ok_or_else(|| anyhow!("revert pending but the volume has no shadow storage"))?;
-        let state = RevertState {
+    fn new_revert_state(&self, id: u128) {
+        *lock(&self.revert) = Some(RevertState {
             shadow_id: id,
             total: Arc::new(AtomicU64::new(0)),
             done: Arc::new(AtomicU64::new(0)),
             started_unix: now_unix(),
             outcome: Arc::new(Mutex::new(None)),
+        });
+    }
+
+    /// Writes shadow `id` back; the filesystem is not mounted.
+    fn run_revert(&self, id: u128) -> anyhow::Result<()> {
+        let engine = self
+            .engine()
+            .ok_or_else(|| anyhow!("revert pending but the volume has no shadow storage"))?;
+        let (total, done) = {
+            let mut current = lock(&self.revert);
+            if current.as_ref().is_none_or(|r| r.shadow_id != id) {
+                drop(current);
+                self.new_revert_state(id);
+                current = lock(&self.revert);
+            }
+            let r = current.as_ref().expect("set above");
+            (r.total.clone(), r.done.clone())
         };
-        let (total, done) = (state.total.clone(), state.done.clone());
-        *lock(&self.revert) = Some(state);
         tracing::warn!(VSS_EVENT = "revert-started", shadow = %image_name(id), "reverting the volume to shadow {}", image_name(id));
         engine
             .revert_to(id, &total, &done)

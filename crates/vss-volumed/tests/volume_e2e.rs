@@ -44,6 +44,8 @@ impl Server {
             run_dir: dir.path().join("run"),
             storage: None::<StorageConfig>,
             revert_pending: None,
+            max_shadows: 64,
+            delete_oldest_at_limit: false,
         };
         let config_path = dir.path().join("volume.toml");
         config.save(&config_path).unwrap();

@@ -50,6 +50,11 @@ pub struct ProviderSettings {
     /// The copy-on-write software provider (volumes enabled with
     /// `vssadmin add volume`).
     pub software: bool,
+    /// Most shadow copies per software volume (1–512; VSS: 64).
+    pub software_max_shadow_copies: u32,
+    /// At that limit, delete the oldest shadow copy for the new one
+    /// (Windows' MaxShadowCopies) instead of failing with 0x80042317.
+    pub software_delete_oldest_at_limit: bool,
 }
 
 impl Default for ProviderSettings {
@@ -59,6 +64,8 @@ impl Default for ProviderSettings {
             simulated: false,
             simulated_commit_delay_ms: 0,
             software: true,
+            software_max_shadow_copies: 64,
+            software_delete_oldest_at_limit: false,
         }
     }
 }
@@ -133,6 +140,21 @@ impl Config {
         }
         if !self.state_dir.is_absolute() {
             return Err(config_error(path, "state-dir must be an absolute path"));
+        }
+        if !self.volume_run_dir.is_absolute() {
+            return Err(config_error(
+                path,
+                "volume-run-dir must be an absolute path",
+            ));
+        }
+        if !(1..=512).contains(&self.providers.software_max_shadow_copies) {
+            return Err(config_error(
+                path,
+                format!(
+                    "providers.software-max-shadow-copies must be 1..=512 (got {})",
+                    self.providers.software_max_shadow_copies
+                ),
+            ));
         }
         Ok(())
     }

@@ -143,11 +143,17 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let software: Arc<dyn SoftwareVolumes> = if cfg.providers.software {
-        let manager = Arc::new(CowManager::new(
-            &cfg.state_dir,
-            &cfg.volume_run_dir,
-            software::volumed_binary(),
-        ));
+        let manager = Arc::new(
+            CowManager::new(
+                &cfg.state_dir,
+                &cfg.volume_run_dir,
+                software::volumed_binary(),
+            )
+            .with_shadow_limit(
+                cfg.providers.software_max_shadow_copies,
+                cfg.providers.software_delete_oldest_at_limit,
+            ),
+        );
         // Volume servers outlive vssd; after a reboot (or if one died) the
         // registered volumes get theirs again here, before recovery asks
         // them about their shadows.
