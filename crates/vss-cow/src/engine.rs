@@ -785,13 +785,7 @@ impl CowVolume {
         loop {
             let (epoch, sources) = {
                 let st = lock(&self.state);
-                let epoch = *st
-                    .by_id
-                    .get(&shadow_id)
-                    .ok_or(CowError::NoSuchShadow(shadow_id))?;
-                if let Some(reason) = st.shadows[&epoch].lost {
-                    return Err(CowError::ShadowLost { shadow_id, reason });
-                }
+                let epoch = readable_epoch(&st, shadow_id)?;
                 let sources: Vec<Source> = (first..=last)
                     .map(|c| st.source(epoch, c).expect("shadow exists"))
                     .collect();
@@ -852,13 +846,7 @@ impl CowVolume {
     pub fn revert_to(&self, shadow_id: u128, total: &AtomicU64, done: &AtomicU64) -> CowResult<()> {
         let chunks: Vec<u64> = {
             let st = lock(&self.state);
-            let epoch = *st
-                .by_id
-                .get(&shadow_id)
-                .ok_or(CowError::NoSuchShadow(shadow_id))?;
-            if let Some(reason) = st.shadows[&epoch].lost {
-                return Err(CowError::ShadowLost { shadow_id, reason });
-            }
+            let epoch = readable_epoch(&st, shadow_id)?;
             let mut cs: Vec<u64> = st
                 .records()
                 .filter(|&(c, e, _)| e >= epoch && st.source(epoch, c) != Some(Source::Zeros))
@@ -1096,6 +1084,18 @@ impl CopyError {
         } else {
             CopyError::Failed(CowError::io(context, e))
         }
+    }
+}
+
+/// The epoch of a shadow that exists and is not lost.
+fn readable_epoch(st: &State, shadow_id: u128) -> CowResult<u64> {
+    let epoch = *st
+        .by_id
+        .get(&shadow_id)
+        .ok_or(CowError::NoSuchShadow(shadow_id))?;
+    match st.shadows[&epoch].lost {
+        Some(reason) => Err(CowError::ShadowLost { shadow_id, reason }),
+        None => Ok(epoch),
     }
 }
 

@@ -60,6 +60,16 @@ fn daemon(bus: &Bus, run_dir: &Path) -> Daemon {
     )
 }
 
+fn add_volume(d: &Daemon, img: &Image) {
+    d.vssadmin(&[
+        "add",
+        "volume",
+        &format!("/device={}", img.device()),
+        &format!("/mount={}", img.m()),
+    ])
+    .ok();
+}
+
 fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -75,13 +85,7 @@ fn priv_sys_cow_volume_lifecycle() {
     let img = Image::new("ext4", 300);
     let m = img.m();
 
-    d.vssadmin(&[
-        "add",
-        "volume",
-        &format!("/device={}", img.device()),
-        &format!("/mount={m}"),
-    ])
-    .ok();
+    add_volume(&d, &img);
     std::fs::write(img.mnt().join("a.txt"), "before\n").unwrap();
     run("sync", &[]);
 
@@ -178,13 +182,7 @@ fn priv_sys_cow_and_btrfs_volumes_cut_in_one_hold() {
     let d = daemon(&bus, runs.path());
     let img = Image::new("xfs", 320);
     let m = img.m();
-    d.vssadmin(&[
-        "add",
-        "volume",
-        &format!("/device={}", img.device()),
-        &format!("/mount={m}"),
-    ])
-    .ok();
+    add_volume(&d, &img);
     let b = LoopFs::new("btrfs", 256);
     let bm = b.mount_point.display().to_string();
     std::fs::write(img.mnt().join("x.txt"), "x1\n").unwrap();
@@ -257,13 +255,7 @@ fn priv_sys_cow_shadow_limit_refuses_or_deletes_the_oldest() {
     let mut d = Daemon::start(&bus, &extra(false));
     let img = Image::new("ext4", 200);
     let m = img.m();
-    d.vssadmin(&[
-        "add",
-        "volume",
-        &format!("/device={}", img.device()),
-        &format!("/mount={m}"),
-    ])
-    .ok();
+    add_volume(&d, &img);
     let first = d.vssadmin(&["create", "shadow", &format!("/for={m}")]);
     first.ok();
     d.vssadmin(&["create", "shadow", &format!("/for={m}")]).ok();
