@@ -475,8 +475,6 @@ impl CowVolume {
                 .map_err(|e| CopyError::from_io("cannot write preserved chunks", e))?;
             i = j;
         }
-        data.sync()
-            .map_err(|e| CopyError::from_io("cannot sync preserved chunks", e))?;
         let records: Vec<Record> = chunks
             .iter()
             .zip(slots)
@@ -489,10 +487,26 @@ impl CowVolume {
             })
             .collect();
         let mut jt = lock(&self.journal);
-        self.append_locked(&mut jt, &records).map_err(|e| match e {
-            CowError::Io { source, .. } if is_enospc(&source) => CopyError::Full,
-            other => CopyError::Failed(other),
-        })?;
+        self.write_records_locked(&mut jt, &records)
+            .map_err(|e| match e {
+                CowError::Io { source, .. } if is_enospc(&source) => CopyError::Full,
+                other => CopyError::Failed(other),
+            })?;
+        // The copies and their records are synced at once: both are durable
+        // before the live write either way, and a record that reached the
+        // disk without its data is recognised by its crc and repaired from
+        // the live chunk, which was not written yet (`check_all_copies`).
+        let journal = self.storage.journal();
+        let (data_synced, journal_synced) = std::thread::scope(|s| {
+            let j = s.spawn(|| journal.sync());
+            let d = data.sync();
+            let j = j
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")));
+            (d, j)
+        });
+        data_synced.map_err(|e| CopyError::from_io("cannot sync preserved chunks", e))?;
+        journal_synced.map_err(|e| CopyError::from_io("cannot sync the journal", e))?;
         let mut st = lock(&self.state);
         for ((&chunk, &slot), &crc) in chunks.iter().zip(slots).zip(&crcs) {
             st.insert_record(chunk, tag, Preserved { slot, crc });
@@ -550,6 +564,15 @@ impl CowVolume {
     }
 
     fn append_locked(&self, jt: &mut JournalTail, records: &[Record]) -> CowResult<()> {
+        self.write_records_locked(jt, records)?;
+        self.storage
+            .journal()
+            .sync()
+            .map_err(|e| CowError::io("cannot sync the journal", e))
+    }
+
+    /// Appends records without syncing them; the caller syncs.
+    fn write_records_locked(&self, jt: &mut JournalTail, records: &[Record]) -> CowResult<()> {
         let mut frames = Vec::new();
         for (i, r) in records.iter().enumerate() {
             r.encode_frame(jt.next_seq + i as u64, &mut frames);
@@ -582,7 +605,6 @@ impl CowVolume {
         }
         journal
             .write_at(&frames, jt.end)
-            .and_then(|()| journal.sync())
             .map_err(|e| CowError::io("cannot append to the journal", e))?;
         jt.end = end;
         jt.next_seq += records.len() as u64;
@@ -987,9 +1009,30 @@ impl CowVolume {
         let data = self.storage.data();
         let mut buf = vec![0u8; cs as usize];
         let mut bad_epochs = Vec::new();
+        let mut live = vec![0u8; cs as usize];
         for &(c, e, p) in &records {
             let ok = data.read_at(&mut buf, p.slot * cs).is_ok() && crc32c::crc32c(&buf) == p.crc;
-            if !ok {
+            if ok {
+                continue;
+            }
+            // A copy whose record reached the disk but whose data did not
+            // (a crash during the sync of both): the live write it guarded
+            // was never issued, so the live chunk still holds the data.
+            live.fill(0);
+            let len = self.chunk_len(c);
+            let repaired = self.origin.read_at(&mut live[..len], c * cs).is_ok()
+                && crc32c::crc32c(&live) == p.crc
+                && data
+                    .write_at(&live, p.slot * cs)
+                    .and_then(|()| data.sync())
+                    .is_ok();
+            if repaired {
+                tracing::warn!(
+                    chunk = c,
+                    slot = p.slot,
+                    "preserved chunk repaired from the live volume"
+                );
+            } else {
                 bad_epochs.extend(lock(&self.state).shadows_served_by(c, e));
             }
         }
