@@ -21,6 +21,7 @@
 //! Reads of the live volume take none; reads of a shadow take `state`
 //! briefly and validate afterwards (see [`CowVolume::read_shadow`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -130,6 +131,22 @@ pub struct CowVolume {
     copies_made: AtomicU64,
     /// `(max_shadows, evict_at_limit)`, changeable while open.
     shadow_limit: Mutex<(u32, bool)>,
+    /// Live chunks whose copy is not durable yet, with their new content
+    /// (and the epoch their copy is tagged with): they reach the device
+    /// only after the next barrier. Live reads see them.
+    pending: RwLock<HashMap<u64, (u64, Vec<u8>)>>,
+}
+
+/// Live data held back for the barrier is bounded: past this, a write
+/// waits for one.
+const PENDING_LIMIT_BYTES: usize = 64 << 20;
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
 }
 
 struct JournalTail {
@@ -283,6 +300,7 @@ impl CowVolume {
             state: Mutex::new(state),
             copies_made: AtomicU64::new(0),
             shadow_limit: Mutex::new((0, false)),
+            pending: RwLock::new(HashMap::new()),
         };
         *lock(&vol.shadow_limit) = (vol.tuning.max_shadows, vol.tuning.evict_at_limit);
         recovery.records_checked = vol.check_all_copies(&mut recovery.lost)?;
@@ -339,29 +357,86 @@ impl CowVolume {
 
     pub fn read_live(&self, buf: &mut [u8], offset: u64) -> CowResult<()> {
         self.check_range(offset, buf.len())?;
+        // Held while reading, so a barrier cannot move a chunk from
+        // `pending` to the device between the two reads below.
+        let pending = read_lock(&self.pending);
         self.origin
             .read_at(buf, offset)
-            .map_err(|e| CowError::io("cannot read the live volume", e))
+            .map_err(|e| CowError::io("cannot read the live volume", e))?;
+        if !pending.is_empty() && !buf.is_empty() {
+            let cs = self.cs();
+            let end = offset + buf.len() as u64;
+            for c in offset / cs..=(end - 1) / cs {
+                if let Some((_, content)) = pending.get(&c) {
+                    let (lo, hi) = (offset.max(c * cs), end.min((c + 1) * cs));
+                    buf[(lo - offset) as usize..(hi - offset) as usize]
+                        .copy_from_slice(&content[(lo - c * cs) as usize..(hi - c * cs) as usize]);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the live volume, preserving first what shadows still need.
     /// Never fails for lack of shadow storage: the oldest shadows go.
+    ///
+    /// A write that needed copies is held in memory (`pending`) until a
+    /// barrier has made the copies durable; the barrier comes with the next
+    /// flush of the volume, the next cut, or when 64 MiB are held. So copies
+    /// cost one sync per barrier instead of one per write, and a write is
+    /// durable, as on any disk with a volatile cache, once a flush returned.
     pub fn write_live(&self, buf: &[u8], offset: u64) -> CowResult<()> {
         self.check_range(offset, buf.len())?;
         if buf.is_empty() {
             return Ok(());
         }
-        let first = offset / self.cs();
-        let last = (offset + buf.len() as u64 - 1) / self.cs();
+        let cs = self.cs();
+        let first = offset / cs;
+        let last = (offset + buf.len() as u64 - 1) / cs;
         let _cut = self.cut.read().unwrap_or_else(|p| p.into_inner());
-        let all_protected = {
+        let fast = {
             let st = lock(&self.state);
             (first..=last).all(|c| st.is_protected(c))
+        } && {
+            let pending = read_lock(&self.pending);
+            pending.is_empty() || (first..=last).all(|c| !pending.contains_key(&c))
         };
-        if !all_protected {
-            let _cow = lock(&self.cow);
-            self.preserve(first, last)?;
+        if fast {
+            return self.write_origin(buf, offset);
         }
+        let _cow = lock(&self.cow);
+        self.preserve(first, last)?;
+        let held = {
+            let mut pending = write_lock(&self.pending);
+            // Runs of chunks not held go straight to the device.
+            let mut direct: Option<(u64, u64)> = None;
+            let mut runs = Vec::new();
+            let end = offset + buf.len() as u64;
+            for c in first..=last {
+                let (lo, hi) = (offset.max(c * cs), end.min((c + 1) * cs));
+                if let Some((_, content)) = pending.get_mut(&c) {
+                    content[(lo - c * cs) as usize..(hi - c * cs) as usize]
+                        .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
+                    if let Some(r) = direct.take() {
+                        runs.push(r);
+                    }
+                } else {
+                    direct = Some(direct.map_or((lo, hi), |(s, _)| (s, hi)));
+                }
+            }
+            runs.extend(direct);
+            for (lo, hi) in runs {
+                self.write_origin(&buf[(lo - offset) as usize..(hi - offset) as usize], lo)?;
+            }
+            pending.len() * cs as usize
+        };
+        if held >= PENDING_LIMIT_BYTES {
+            self.barrier_locked()?;
+        }
+        Ok(())
+    }
+
+    fn write_origin(&self, buf: &[u8], offset: u64) -> CowResult<()> {
         self.origin
             .write_at(buf, offset)
             .map_err(|e| CowError::io("cannot write the live volume", e))
@@ -369,9 +444,62 @@ impl CowVolume {
 
     /// Makes completed live writes durable.
     pub fn flush_live(&self) -> CowResult<()> {
+        {
+            let _cow = lock(&self.cow);
+            self.barrier_locked()?;
+        }
         self.origin
             .sync()
             .map_err(|e| CowError::io("cannot sync the live volume", e))
+    }
+
+    /// Makes every copy made so far and its record durable (data file and
+    /// journal synced at once), then writes the live chunks held back for
+    /// them. A record that reached the disk without its data, should the
+    /// machine stop during the sync, is recognised by its crc at the next
+    /// open and repaired from the live chunk, which was not written yet
+    /// (`check_all_copies`). Caller holds `cow`.
+    fn barrier_locked(&self) -> CowResult<()> {
+        let mut pending = write_lock(&self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let data = self.storage.data();
+        let journal = self.storage.journal();
+        let jt = lock(&self.journal);
+        let (data_synced, journal_synced) = std::thread::scope(|s| {
+            let j = s.spawn(|| journal.sync());
+            let d = data.sync();
+            let j = j
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")));
+            (d, j)
+        });
+        drop(jt);
+        if let Err(e) = data_synced.and(journal_synced) {
+            // The live writes go ahead all the same (a live write never
+            // fails because of a shadow); the shadows the copies serve
+            // cannot be trusted any more.
+            tracing::error!(error = %e, "cannot make preserved chunks durable; shadows needing them are lost");
+            let epochs: Vec<u64> = {
+                let st = lock(&self.state);
+                let mut e: Vec<u64> = pending
+                    .iter()
+                    .flat_map(|(&c, &(tag, _))| st.shadows_served_by(c, tag))
+                    .collect();
+                e.sort_unstable();
+                e.dedup();
+                e
+            };
+            self.mark_lost(&epochs, LostReason::PreserveFailed);
+        }
+        let mut chunks: Vec<(u64, (u64, Vec<u8>))> = pending.drain().collect();
+        chunks.sort_unstable_by_key(|(c, _)| *c);
+        for (c, (_, content)) in chunks {
+            let len = self.chunk_len(c);
+            self.write_origin(&content[..len], c * self.cs())?;
+        }
+        Ok(())
     }
 
     /// Preserves chunks `first..=last` where a shadow needs them. Caller
@@ -444,6 +572,10 @@ impl CowVolume {
     /// Reads the old contents of `chunks` into `slots`, makes them and
     /// their records durable, and enters them in the index.
     fn copy_chunks(&self, chunks: &[u64], slots: &[u64], tag: u64) -> Result<(), CopyError> {
+        // Overview: old contents are read, written to their slots and their
+        // records appended, all without a sync; the live writes that follow
+        // wait in `pending` until the next barrier makes copies and records
+        // durable (`barrier_locked`).
         let cs = self.cs() as usize;
         let mut buf = vec![0u8; cs * chunks.len()];
         // Consecutive chunks are read in one go.
@@ -492,21 +624,15 @@ impl CowVolume {
                 CowError::Io { source, .. } if is_enospc(&source) => CopyError::Full,
                 other => CopyError::Failed(other),
             })?;
-        // The copies and their records are synced at once: both are durable
-        // before the live write either way, and a record that reached the
-        // disk without its data is recognised by its crc and repaired from
-        // the live chunk, which was not written yet (`check_all_copies`).
-        let journal = self.storage.journal();
-        let (data_synced, journal_synced) = std::thread::scope(|s| {
-            let j = s.spawn(|| journal.sync());
-            let d = data.sync();
-            let j = j
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")));
-            (d, j)
-        });
-        data_synced.map_err(|e| CopyError::from_io("cannot sync preserved chunks", e))?;
-        journal_synced.map_err(|e| CopyError::from_io("cannot sync the journal", e))?;
+        drop(jt);
+        // Pending first, protected second: a write on the fast path that
+        // sees the chunk protected then also sees it pending.
+        {
+            let mut pending = write_lock(&self.pending);
+            for (i, &chunk) in chunks.iter().enumerate() {
+                pending.insert(chunk, (tag, buf[i * cs..(i + 1) * cs].to_vec()));
+            }
+        }
         let mut st = lock(&self.state);
         for ((&chunk, &slot), &crc) in chunks.iter().zip(slots).zip(&crcs) {
             st.insert_record(chunk, tag, Preserved { slot, crc });
@@ -648,6 +774,7 @@ impl CowVolume {
             self.evict_oldest(DeleteReason::ShadowLimit)?;
         }
         // The shadow is the live volume as it is now, durably.
+        self.barrier_locked()?;
         self.origin
             .sync()
             .map_err(|e| CowError::io("cannot sync the live volume", e))?;
@@ -1111,6 +1238,16 @@ impl CowVolume {
         jt.end = frames.len() as u64;
         jt.reserved = jt.end;
         Ok(())
+    }
+}
+
+impl Drop for CowVolume {
+    /// Live writes still held for a barrier reach the device.
+    fn drop(&mut self) {
+        let _cow = lock(&self.cow);
+        if let Err(e) = self.barrier_locked() {
+            tracing::error!(error = %e, "cannot write back held live data on close");
+        }
     }
 }
 

@@ -356,6 +356,7 @@ fn a_record_without_its_data_is_repaired_from_the_live_chunk_or_reported_lost() 
         h.vol().write_live(&old, 0).unwrap();
         h.vol().create_shadow(1, &[], 0).unwrap();
         h.vol().write_live(&[9u8; 100], 0).unwrap();
+        h.vol().flush_live().unwrap();
         assert_eq!(h.vol().copies_made(), 1);
         // As after the crash: the slot never got its data, and (in the first
         // round) the live chunk still holds the old content.
@@ -386,4 +387,24 @@ fn a_record_without_its_data_is_repaired_from_the_live_chunk_or_reported_lost() 
             assert_eq!(buf, old);
         }
     }
+}
+
+/// A write that needed a copy is held until the next barrier: live reads
+/// see it at once, the device gets it only after the copy is durable.
+#[test]
+fn copied_writes_reach_the_device_only_after_the_barrier() {
+    let h = Harness::new(None, Tuning::default());
+    h.vol().write_live(&[1u8; 8192], 0).unwrap();
+    h.vol().create_shadow(1, &[], 0).unwrap();
+    h.vol().write_live(&[2u8; 100], 10).unwrap();
+    let mut buf = vec![0u8; 200];
+    h.vol().read_live(&mut buf, 0).unwrap();
+    assert_eq!(&buf[10..110], &[2u8; 100][..]);
+    assert_eq!(buf[0], 1);
+    assert_eq!(h.origin.snapshot()[10], 1, "held back until the barrier");
+    h.vol().flush_live().unwrap();
+    assert_eq!(h.origin.snapshot()[10], 2);
+    let mut shadow = vec![0u8; 200];
+    h.vol().read_shadow(1, &mut shadow, 0).unwrap();
+    assert_eq!(shadow, vec![1u8; 200]);
 }
