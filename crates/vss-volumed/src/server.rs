@@ -61,8 +61,13 @@ impl BlockImage for LiveImage {
         false
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        // Live reads never need the engine: the device holds live data.
-        self.device.read_at(buf, offset)
+        // Through the engine: it may hold live writes back until their
+        // copies are durable, and reads must see them.
+        let engine = self.engine.read().unwrap_or_else(|p| p.into_inner());
+        match engine.as_ref() {
+            Some(e) => e.read_live(buf, offset).map_err(to_io),
+            None => self.device.read_at(buf, offset),
+        }
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         let engine = self.engine.read().unwrap_or_else(|p| p.into_inner());
@@ -71,8 +76,13 @@ impl BlockImage for LiveImage {
             None => self.device.write_at(buf, offset),
         }
     }
+    /// The volume's flush: the engine's barrier, then the device's sync.
     fn flush(&self) -> std::io::Result<()> {
-        self.device.sync()
+        let engine = self.engine.read().unwrap_or_else(|p| p.into_inner());
+        match engine.as_ref() {
+            Some(e) => e.flush_live().map_err(to_io),
+            None => self.device.sync(),
+        }
     }
 }
 
@@ -687,7 +697,15 @@ impl VolumeServer {
                 }
             }
         }
-        *self.live.engine.write().unwrap_or_else(|p| p.into_inner()) = None;
+        {
+            // Writes held for a barrier reach the device before it is used
+            // without the engine; writes wait meanwhile.
+            let mut slot = self.live.engine.write().unwrap_or_else(|p| p.into_inner());
+            engine
+                .flush_live()
+                .map_err(|e| err(ErrorKind::Internal, format!("cannot flush the volume: {e}")))?;
+            *slot = None;
+        }
         let mut config = lock(&self.config).clone();
         let dir = config.storage.take().map(|s| s.dir);
         self.save_config(&config)?;
@@ -921,4 +939,54 @@ fn cow_err(e: CowError) -> ErrorReply {
         _ => ErrorKind::Internal,
     };
     err(kind, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine holds writes that needed copies until a barrier: the live
+    /// image must read them back through the engine, and its flush must be
+    /// the engine's barrier.
+    #[test]
+    fn live_image_reads_held_writes_and_flushes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev_path = dir.path().join("dev.img");
+        std::fs::File::create(&dev_path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let device = Arc::new(FileBacking::open(&dev_path, true).unwrap());
+        std::fs::create_dir(dir.path().join("storage")).unwrap();
+        let storage = Arc::new(DirStorage::create(&dir.path().join("storage")).unwrap());
+        let engine = CowVolume::create(
+            device.clone(),
+            storage,
+            CreateOptions {
+                storage_id: 1,
+                volume_id: 2,
+                chunk_size: 16 * 1024,
+                max_bytes: None,
+                created_unix: 0,
+            },
+            Tuning::default(),
+            None,
+        )
+        .unwrap();
+        engine.create_shadow(7, &[], 0).unwrap();
+        let live = LiveImage {
+            device: device.clone(),
+            size: 1 << 20,
+            engine: RwLock::new(Some(Arc::new(engine))),
+        };
+        live.write_at(&[0xAB; 4096], 8192).unwrap();
+        let mut buf = [0u8; 4096];
+        live.read_at(&mut buf, 8192).unwrap();
+        assert_eq!(buf, [0xAB; 4096], "a held write reads back");
+        device.read_at(&mut buf, 8192).unwrap();
+        assert_eq!(buf, [0; 4096], "not on the device before the barrier");
+        live.flush().unwrap();
+        device.read_at(&mut buf, 8192).unwrap();
+        assert_eq!(buf, [0xAB; 4096], "on the device after the flush");
+    }
 }
