@@ -2,13 +2,14 @@
 //!
 //! Ordering that makes a crash safe (see `docs/COW-FORMAT.md`):
 //! 1. a write that needs copies reads the old chunks, writes them to free
-//!    slots and syncs the data file;
-//! 2. appends one `Preserved` record per chunk to the journal and syncs it;
-//! 3. only then writes the live volume.
+//!    slots and appends one `Preserved` record per chunk, unsynced;
+//! 2. the write is held in memory (`pending`; live reads see it);
+//! 3. a barrier (flush, cut, or 64 MiB held) syncs the data file and the
+//!    journal, and only then writes the held chunks to the live volume.
 //!
 //! So a live chunk is never overwritten before its preserved copy and the
-//! record naming it are durable; a crash between the steps leaves at worst
-//! an unused slot. A cut appends `ShadowCreated` and syncs it (after syncing
+//! record naming it are durable; a crash before the barrier loses only
+//! writes no flush had reported durable. A cut appends `ShadowCreated` and syncs it (after syncing
 //! the live volume) before the shadow is reported created. A deletion's
 //! record is durable before its slots are reused, so a replay never sees a
 //! slot holding another chunk than its record says; each record also carries
@@ -17,9 +18,10 @@
 //!
 //! Locks, always taken in this order: `cut` (writes share it, the cut
 //! takes it alone, so no write straddles a cut), `cow` (one batch of
-//! copies at a time; also deletions and compaction), `journal`, `state`.
-//! Reads of the live volume take none; reads of a shadow take `state`
-//! briefly and validate afterwards (see [`CowVolume::read_shadow`]).
+//! copies at a time; also barriers, deletions and compaction), `pending`,
+//! `journal`, `state`. Reads of the live volume take `pending` (shared);
+//! reads of a shadow take `state` briefly and validate afterwards (see
+//! [`CowVolume::read_shadow`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
