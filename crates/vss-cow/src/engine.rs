@@ -942,11 +942,29 @@ impl CowVolume {
                     .collect();
                 (epoch, sources)
             };
-            let mut chunk_buf = Vec::new();
-            for (i, c) in (first..=last).enumerate() {
-                let c_start = c * cs;
-                let lo = offset.max(c_start);
-                let hi = (offset + buf.len() as u64).min(c_start + cs);
+            // Runs of neighbouring chunks with the same kind of source (and,
+            // for copies, neighbouring slots) are read with one call each.
+            let end = offset + buf.len() as u64;
+            let piece = |c: u64| (offset.max(c * cs), end.min((c + 1) * cs));
+            let mut copy_buf = Vec::new();
+            let n = sources.len();
+            let mut i = 0;
+            while i < n {
+                let mut j = i + 1;
+                while j < n
+                    && match (sources[j - 1], sources[j]) {
+                        (Source::Zeros, Source::Zeros) | (Source::Live, Source::Live) => true,
+                        (Source::Copy { at: a, .. }, Source::Copy { at: b, .. }) => {
+                            b.slot == a.slot + 1
+                        }
+                        _ => false,
+                    }
+                {
+                    j += 1;
+                }
+                let (c_i, c_j) = (first + i as u64, first + j as u64 - 1);
+                let (lo, _) = piece(c_i);
+                let (_, hi) = piece(c_j);
                 let out = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
                 match sources[i] {
                     Source::Zeros => out.fill(0),
@@ -954,24 +972,34 @@ impl CowVolume {
                         .origin
                         .read_at(out, lo)
                         .map_err(|e| CowError::io("cannot read the live volume", e))?,
-                    Source::Copy { epoch: tag, at } => {
-                        chunk_buf.resize(cs as usize, 0);
+                    Source::Copy { at, .. } => {
+                        copy_buf.resize((j - i) * cs as usize, 0);
                         self.storage
                             .data()
-                            .read_at(&mut chunk_buf, at.slot * cs)
+                            .read_at(&mut copy_buf, at.slot * cs)
                             .map_err(|e| CowError::io("cannot read a preserved chunk", e))?;
-                        if crc32c::crc32c(&chunk_buf) != at.crc {
-                            let served = lock(&self.state).shadows_served_by(c, tag);
-                            self.mark_lost(&served, LostReason::PreservedDataCorrupt);
-                            return Err(CowError::ShadowLost {
-                                shadow_id,
-                                reason: LostReason::PreservedDataCorrupt,
-                            });
+                        for k in i..j {
+                            let c = first + k as u64;
+                            let Source::Copy { epoch: tag, at } = sources[k] else {
+                                unreachable!("a run of copies");
+                            };
+                            let chunk = &copy_buf[(k - i) * cs as usize..(k - i + 1) * cs as usize];
+                            if crc32c::crc32c(chunk) != at.crc {
+                                let served = lock(&self.state).shadows_served_by(c, tag);
+                                self.mark_lost(&served, LostReason::PreservedDataCorrupt);
+                                return Err(CowError::ShadowLost {
+                                    shadow_id,
+                                    reason: LostReason::PreservedDataCorrupt,
+                                });
+                            }
+                            let (plo, phi) = piece(c);
+                            let from = (plo - c * cs) as usize;
+                            buf[(plo - offset) as usize..(phi - offset) as usize]
+                                .copy_from_slice(&chunk[from..from + (phi - plo) as usize]);
                         }
-                        let from = (lo - c_start) as usize;
-                        out.copy_from_slice(&chunk_buf[from..from + out.len()]);
                     }
                 }
+                i = j;
             }
             // Validate: the shadow still exists (so no slot it reads was
             // reused) and every chunk read live still is.
