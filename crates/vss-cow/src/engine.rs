@@ -462,10 +462,11 @@ impl CowVolume {
     /// open and repaired from the live chunk, which was not written yet
     /// (`check_all_copies`). Caller holds `cow`.
     fn barrier_locked(&self) -> CowResult<()> {
-        let mut pending = write_lock(&self.pending);
-        if pending.is_empty() {
+        if read_lock(&self.pending).is_empty() {
             return Ok(());
         }
+        // No copy can be added while `cow` is held, so the sync below covers
+        // every held chunk; live reads go on meanwhile.
         let data = self.storage.data();
         let journal = self.storage.journal();
         let jt = lock(&self.journal);
@@ -478,6 +479,7 @@ impl CowVolume {
             (d, j)
         });
         drop(jt);
+        let mut pending = write_lock(&self.pending);
         if let Err(e) = data_synced.and(journal_synced) {
             // The live writes go ahead all the same (a live write never
             // fails because of a shadow); the shadows the copies serve
