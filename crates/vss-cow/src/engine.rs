@@ -137,6 +137,8 @@ pub struct CowVolume {
     /// (and the epoch their copy is tagged with): they reach the device
     /// only after the next barrier. Live reads see them.
     pending: RwLock<HashMap<u64, (u64, Vec<u8>)>>,
+    /// One barrier at a time.
+    barrier_gate: Mutex<()>,
 }
 
 /// Live data held back for the barrier is bounded: past this, a write
@@ -303,6 +305,7 @@ impl CowVolume {
             copies_made: AtomicU64::new(0),
             shadow_limit: Mutex::new((0, false)),
             pending: RwLock::new(HashMap::new()),
+            barrier_gate: Mutex::new(()),
         };
         *lock(&vol.shadow_limit) = (vol.tuning.max_shadows, vol.tuning.evict_at_limit);
         recovery.records_checked = vol.check_all_copies(&mut recovery.lost)?;
@@ -462,14 +465,37 @@ impl CowVolume {
     /// open and repaired from the live chunk, which was not written yet
     /// (`check_all_copies`). Caller holds `cow`.
     fn barrier_locked(&self) -> CowResult<()> {
-        if read_lock(&self.pending).is_empty() {
+        let held: Vec<u64> = read_lock(&self.pending).keys().copied().collect();
+        self.barrier_of(held)
+    }
+
+    /// Bytes of live writes held for a barrier.
+    pub fn held_bytes(&self) -> u64 {
+        read_lock(&self.pending).len() as u64 * self.cs()
+    }
+
+    /// A barrier for the writes held so far, taken without stopping new
+    /// copies while it syncs: meant for a background thread, so that
+    /// writers rarely meet the 64 MiB limit.
+    pub fn flush_held(&self) -> CowResult<()> {
+        let held: Vec<u64> = {
+            let _cow = lock(&self.cow);
+            read_lock(&self.pending).keys().copied().collect()
+        };
+        self.barrier_of(held)
+    }
+
+    /// Syncs the data file and the journal, then writes the held chunks
+    /// `held` (those still held) to the device. Every held chunk's copy and
+    /// record were written before the chunk was held, so the sync covers
+    /// them; chunks held after `held` was taken wait for the next barrier.
+    fn barrier_of(&self, mut held: Vec<u64>) -> CowResult<()> {
+        if held.is_empty() {
             return Ok(());
         }
-        // No copy can be added while `cow` is held, so the sync below covers
-        // every held chunk; live reads go on meanwhile.
+        let _gate = lock(&self.barrier_gate);
         let data = self.storage.data();
         let journal = self.storage.journal();
-        let jt = lock(&self.journal);
         let (data_synced, journal_synced) = std::thread::scope(|s| {
             let j = s.spawn(|| journal.sync());
             let d = data.sync();
@@ -478,7 +504,6 @@ impl CowVolume {
                 .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")));
             (d, j)
         });
-        drop(jt);
         let mut pending = write_lock(&self.pending);
         if let Err(e) = data_synced.and(journal_synced) {
             // The live writes go ahead all the same (a live write never
@@ -487,9 +512,10 @@ impl CowVolume {
             tracing::error!(error = %e, "cannot make preserved chunks durable; shadows needing them are lost");
             let epochs: Vec<u64> = {
                 let st = lock(&self.state);
-                let mut e: Vec<u64> = pending
+                let mut e: Vec<u64> = held
                     .iter()
-                    .flat_map(|(&c, &(tag, _))| st.shadows_served_by(c, tag))
+                    .filter_map(|c| pending.get(c).map(|(tag, _)| (*c, *tag)))
+                    .flat_map(|(c, tag)| st.shadows_served_by(c, tag))
                     .collect();
                 e.sort_unstable();
                 e.dedup();
@@ -497,11 +523,12 @@ impl CowVolume {
             };
             self.mark_lost(&epochs, LostReason::PreserveFailed);
         }
-        let mut chunks: Vec<(u64, (u64, Vec<u8>))> = pending.drain().collect();
-        chunks.sort_unstable_by_key(|(c, _)| *c);
-        for (c, (_, content)) in chunks {
-            let len = self.chunk_len(c);
-            self.write_origin(&content[..len], c * self.cs())?;
+        held.sort_unstable();
+        for c in held {
+            if let Some((_, content)) = pending.remove(&c) {
+                let len = self.chunk_len(c);
+                self.write_origin(&content[..len], c * self.cs())?;
+            }
         }
         Ok(())
     }

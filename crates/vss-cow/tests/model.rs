@@ -50,6 +50,8 @@ enum Op {
         max: Option<u64>,
     },
     Reopen,
+    /// A background barrier (what the volume server's flusher runs).
+    FlushHeld,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -66,6 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CheckAll),
         1 => proptest::option::of(0u64..64 * CHUNK as u64).prop_map(|max| Op::SetMax { max }),
         1 => Just(Op::Reopen),
+        3 => Just(Op::FlushHeld),
     ]
 }
 
@@ -214,6 +217,14 @@ impl Harness {
                 prop_assert!(buf[..] == self.live[*offset as usize..*offset as usize + len]);
             }
             Op::CheckAll => self.check_all()?,
+            Op::FlushHeld => {
+                self.vol().flush_held().expect("flush held");
+                prop_assert_eq!(self.vol().held_bytes(), 0);
+                prop_assert!(
+                    self.origin.snapshot() == self.live,
+                    "the device holds the live data"
+                );
+            }
             Op::SetMax { max } => {
                 self.vol().set_max_bytes(*max).expect("set max");
                 if let Some(m) = max {

@@ -189,6 +189,7 @@ impl VolumeServer {
             stopping: AtomicBool::new(false),
         });
         server.start_event_thread();
+        server.start_flusher_thread();
         if let Some(storage) = &config.storage {
             server.open_storage(&storage.dir)?;
         }
@@ -230,6 +231,37 @@ impl VolumeServer {
                 }
             })
             .expect("spawn the event thread");
+    }
+
+    /// Copied writes are held by the engine until a barrier; this thread
+    /// takes one in the background whenever 8 MiB are held, or after a
+    /// second, so writers seldom wait for one and held data stays young.
+    fn start_flusher_thread(self: &Arc<Self>) {
+        const SOON: u64 = 8 << 20;
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("volume-flusher".into())
+            .spawn(move || {
+                let mut last = std::time::Instant::now();
+                loop {
+                    std::thread::sleep(Duration::from_millis(5));
+                    let Some(server) = weak.upgrade() else { break };
+                    if server.is_stopping() {
+                        break;
+                    }
+                    let Some(engine) = server.engine() else {
+                        continue;
+                    };
+                    let held = engine.held_bytes();
+                    if held >= SOON || (held > 0 && last.elapsed() >= Duration::from_secs(1)) {
+                        if let Err(e) = engine.flush_held() {
+                            tracing::error!(error = %e, "background barrier failed");
+                        }
+                        last = std::time::Instant::now();
+                    }
+                }
+            })
+            .expect("spawn the flusher thread");
     }
 
     /// Engine events arrive here, off the engine's locks.
