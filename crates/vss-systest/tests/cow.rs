@@ -53,6 +53,27 @@ impl Drop for Image {
     }
 }
 
+/// Volume servers outlive vssd by design; a test that fails half-way must
+/// not leave its servers, their FUSE mounts and loop devices behind.
+struct ServerReaper(PathBuf, PathBuf);
+
+impl Drop for ServerReaper {
+    fn drop(&mut self) {
+        let pattern = format!("vss-volumed serve --config {}", self.0.display());
+        let _ = Command::new("pkill").args(["-9", "-f", &pattern]).status();
+        if let Ok(rd) = std::fs::read_dir(&self.1) {
+            for e in rd.flatten() {
+                let images = e.path().join("images");
+                let _ = Command::new("umount").arg("-l").arg(&images).status();
+            }
+        }
+    }
+}
+
+fn reaper(d: &Daemon, run_dir: &Path) -> ServerReaper {
+    ServerReaper(d.state.path().to_owned(), run_dir.to_owned())
+}
+
 fn daemon(bus: &Bus, run_dir: &Path) -> Daemon {
     Daemon::start(
         bus,
@@ -82,6 +103,7 @@ fn priv_sys_cow_volume_lifecycle() {
     let bus = Bus::start();
     let runs = tempfile::tempdir().unwrap();
     let d = daemon(&bus, runs.path());
+    let _reaper = reaper(&d, runs.path());
     let img = Image::new("ext4", 300);
     let m = img.m();
 
@@ -180,6 +202,7 @@ fn priv_sys_cow_and_btrfs_volumes_cut_in_one_hold() {
     let bus = Bus::start();
     let runs = tempfile::tempdir().unwrap();
     let d = daemon(&bus, runs.path());
+    let _reaper = reaper(&d, runs.path());
     let img = Image::new("xfs", 320);
     let m = img.m();
     add_volume(&d, &img);
@@ -253,6 +276,7 @@ fn priv_sys_cow_shadow_limit_refuses_or_deletes_the_oldest() {
         )
     };
     let mut d = Daemon::start(&bus, &extra(false));
+    let _reaper = reaper(&d, runs.path());
     let img = Image::new("ext4", 200);
     let m = img.m();
     add_volume(&d, &img);
