@@ -20,7 +20,7 @@ for c in cargo mkfs.ext4 losetup fallocate findmnt; do
 done
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing" >&2; exit 1; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-cow-bench.XXXXXX")
+work=$(mktemp -d)
 cleanup() {
   set +e
   # Servers of this run only (their config lives under $work).

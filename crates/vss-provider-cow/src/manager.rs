@@ -472,7 +472,7 @@ impl CowManager {
             .with_hint("Change its size with `vssadmin resize shadowstorage`, or delete it (and its shadow copies) with `vssadmin delete shadowstorage` first."));
         }
         let on = self.on_dir(&entry, on_volume)?;
-        let max_bytes = self.resolve_max(max, status.size_bytes)?;
+        let max_bytes = max.resolve_checked(for_volume, status.size_bytes)?;
         self.check_room(&on, status.size_bytes)?;
         let dir = on.join(".vss-shadowstorage").join(&entry.config.volume_id);
         if let Some(parent) = dir.parent() {
@@ -518,28 +518,6 @@ impl CowManager {
         Ok(mp)
     }
 
-    fn resolve_max(&self, max: MaxSize, volume_size: u64) -> VssResult<Option<u64>> {
-        let bytes = max.resolve(volume_size);
-        if let Some(b) = bytes {
-            let min = min_shadow_storage(volume_size);
-            if b < min {
-                return Err(VssError::new(
-                    VssCode::InsufficientStorage,
-                    format!(
-                        "a maximum of {} MiB is below the minimum shadow storage of {} MiB",
-                        b >> 20,
-                        min >> 20
-                    ),
-                )
-                .with_hint(format!(
-                    "Give /maxsize={}MB or more, or UNBOUNDED.",
-                    min >> 20
-                )));
-            }
-        }
-        Ok(bytes)
-    }
-
     pub fn resize_storage(&self, for_volume: &str, on_volume: &str, max: MaxSize) -> VssResult<()> {
         let entry = self.need_entry(for_volume)?;
         let status = self.status(&entry)?;
@@ -557,7 +535,7 @@ impl CowManager {
                 format!("{for_volume} has no shadow storage on {on_volume}"),
             ));
         }
-        let max_bytes = self.resolve_max(max, status.size_bytes)?;
+        let max_bytes = max.resolve_checked(for_volume, status.size_bytes)?;
         self.call(&entry, &Request::ResizeStorage { max_bytes }, LONG_TIMEOUT)?;
         Ok(())
     }
