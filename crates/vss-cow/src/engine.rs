@@ -552,9 +552,13 @@ impl CowVolume {
             let Some(tag) = tag.filter(|_| !need.is_empty()) else {
                 return Ok(());
             };
-            let slots = match self.allocate_slots(need.len() as u64)? {
-                Ok(slots) => slots,
-                Err(shortage) => {
+            let slots = match self.allocate_slots(need.len() as u64) {
+                Err(err) => {
+                    self.give_up(&need, &err);
+                    return Ok(());
+                }
+                Ok(Ok(slots)) => slots,
+                Ok(Err(shortage)) => {
                     let reason = match shortage {
                         Shortage::MaxSize => DeleteReason::MaxSizeReached,
                         Shortage::StorageFull => DeleteReason::StorageFull,
@@ -562,7 +566,10 @@ impl CowVolume {
                     // Room is made by the oldest shadow going; then the
                     // need is worked out again (fewer shadows may need
                     // fewer copies).
-                    self.evict_oldest(reason)?;
+                    if let Err(err) = self.evict_oldest(reason) {
+                        self.give_up(&need, &err);
+                        return Ok(());
+                    }
                     continue;
                 }
             };
@@ -574,29 +581,36 @@ impl CowVolume {
                 }
                 Err(CopyError::Full) => {
                     self.release_slots(&slots);
-                    self.evict_oldest(DeleteReason::StorageFull)?;
+                    if let Err(err) = self.evict_oldest(DeleteReason::StorageFull) {
+                        self.give_up(&need, &err);
+                        return Ok(());
+                    }
                 }
                 Err(CopyError::Failed(err)) => {
-                    // The live write goes ahead all the same; the shadows
-                    // that needed these chunks cannot be exact any more.
                     self.release_slots(&slots);
-                    tracing::error!(error = %err, "cannot preserve chunks; shadows needing them are lost");
-                    let epochs: Vec<u64> = {
-                        let st = lock(&self.state);
-                        let mut e: Vec<u64> =
-                            need.iter().flat_map(|&c| st.shadows_needing(c)).collect();
-                        e.sort_unstable();
-                        e.dedup();
-                        e
-                    };
-                    self.mark_lost(&epochs, LostReason::PreserveFailed);
-                    let mut st = lock(&self.state);
-                    for &c in &need {
-                        st.set_protected(c);
-                    }
+                    self.give_up(&need, &err);
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// The chunks `need` cannot be preserved (shadow storage unusable): the
+    /// live write goes ahead all the same, and the shadows that needed them
+    /// are marked lost, since they cannot be exact any more.
+    fn give_up(&self, need: &[u64], err: &CowError) {
+        tracing::error!(error = %err, "cannot preserve chunks; shadows needing them are lost");
+        let epochs: Vec<u64> = {
+            let st = lock(&self.state);
+            let mut e: Vec<u64> = need.iter().flat_map(|&c| st.shadows_needing(c)).collect();
+            e.sort_unstable();
+            e.dedup();
+            e
+        };
+        self.mark_lost(&epochs, LostReason::PreserveFailed);
+        let mut st = lock(&self.state);
+        for &c in need {
+            st.set_protected(c);
         }
     }
 
