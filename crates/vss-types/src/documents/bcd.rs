@@ -55,6 +55,9 @@ pub struct BcdComponent {
     pub name: String,
     /// Set by the requestor after the backup (`SetBackupSucceeded`).
     pub backup_succeeded: Option<bool>,
+    /// Set by the requestor with `backup_succeeded = false`: which file
+    /// failed and why (no VSS counterpart; a requestor's note).
+    pub backup_failure_message: Option<String>,
     /// Writer-set failure messages, one per event that can fail.
     pub prepare_for_backup_failure_message: Option<String>,
     pub post_snapshot_failure_message: Option<String>,
@@ -115,6 +118,7 @@ impl BcdComponent {
             logical_path: logical_path.into(),
             name: name.into(),
             backup_succeeded: None,
+            backup_failure_message: None,
             prepare_for_backup_failure_message: None,
             post_snapshot_failure_message: None,
             pre_restore_failure_message: None,
@@ -136,8 +140,12 @@ impl BcdComponent {
         full_path(&self.logical_path, &self.name)
     }
 
-    fn texts(&self) -> [(&'static str, &Option<String>); 8] {
+    fn texts(&self) -> [(&'static str, &Option<String>); 9] {
         [
+            (
+                "the backup failure message",
+                &self.backup_failure_message,
+            ),
             (
                 "the prepare-for-backup failure message",
                 &self.prepare_for_backup_failure_message,
@@ -514,7 +522,8 @@ impl BackupComponents {
 
 /// Text children of `<COMPONENT>`, in the order written; `text_fields`
 /// and `write_component` list the fields in the same order.
-const TEXT_ELEMENTS: [&str; 6] = [
+const TEXT_ELEMENTS: [&str; 7] = [
+    "BACKUP_FAILURE_MSG",
     "BACKUP_METADATA",
     "RESTORE_METADATA",
     "PREPARE_FOR_BACKUP_FAILURE_MSG",
@@ -523,8 +532,9 @@ const TEXT_ELEMENTS: [&str; 6] = [
     "POST_RESTORE_FAILURE_MSG",
 ];
 
-fn text_fields(c: &mut BcdComponent) -> [&mut Option<String>; 6] {
+fn text_fields(c: &mut BcdComponent) -> [&mut Option<String>; 7] {
     [
+        &mut c.backup_failure_message,
         &mut c.backup_metadata,
         &mut c.restore_metadata,
         &mut c.prepare_for_backup_failure_message,
@@ -555,6 +565,7 @@ fn write_component(w: &mut XmlWriter, c: &BcdComponent) {
         attrs = attrs.s("fileRestoreStatus", c.file_restore_status.word());
     }
     let values = [
+        &c.backup_failure_message,
         &c.backup_metadata,
         &c.restore_metadata,
         &c.prepare_for_backup_failure_message,
