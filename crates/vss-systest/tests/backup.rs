@@ -1,0 +1,317 @@
+//! vssbackup end to end: vssd on a private bus, exec-hook writers from
+//! writers.d, loop-mounted btrfs volumes, the real vssbackup binary.
+//! All privileged (`priv_`).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use vss_testkit::system::{bin, Bus, Daemon, Output};
+use vss_testkit::{privileged, write_file, LoopFs, MountGuard};
+
+fn writers_dir(decls: &[(&str, String)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, text) in decls {
+        std::fs::write(d.path().join(format!("{name}.toml")), text).unwrap();
+    }
+    d
+}
+
+fn vssbackup(d: &Daemon, args: &[&str]) -> Output {
+    d.run(Command::new(bin("vssbackup")).args(args))
+}
+
+fn json_events(o: &Output) -> Vec<serde_json::Value> {
+    o.stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn summary(dest: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dest.join("backup.json")).unwrap()).unwrap()
+}
+
+fn component<'a>(s: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == key)
+        .unwrap_or_else(|| panic!("no component {key} in {s:#}"))
+}
+
+/// Live path -> manifest entry.
+fn manifest(dest: &Path) -> BTreeMap<String, serde_json::Value> {
+    std::fs::read_to_string(dest.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["path"].as_str()?.to_owned(), v)))
+        .collect()
+}
+
+#[test]
+fn priv_backup_exclusions_alternate_locations_and_a_failed_component() {
+    if !privileged("priv_backup_exclusions_alternate_locations_and_a_failed_component") {
+        return;
+    }
+    let fs = LoopFs::new("btrfs", 256);
+    let v = fs.mount_point.display().to_string();
+    write_file(&fs.path("app/data/a.db"), b"a-live");
+    write_file(&fs.path("app/data/b.db"), b"b-excluded");
+    write_file(&fs.path("app/data/notes.txt"), b"not a db");
+    write_file(&fs.path("app/data/sub/c.db"), b"c-live");
+    write_file(&fs.path("app/dump/a.db"), b"a-from-dump");
+    write_file(&fs.path("plain/x.txt"), b"x");
+    write_file(&fs.path("plain/cache.tmp"), b"excluded by a writer");
+    write_file(&fs.path("secret/s.db"), b"unreadable");
+    write_file(&fs.path("secret/t.db"), b"readable");
+    // The secret file belongs to someone else and no one may read it; the
+    // backup runs without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH below.
+    std::os::unix::fs::chown(fs.path("secret/s.db"), Some(4321), Some(4321)).unwrap();
+    std::fs::set_permissions(
+        fs.path("secret/s.db"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    // Another filesystem mounted inside the volume is not entered.
+    std::fs::create_dir_all(fs.path("app/data/mnt")).unwrap();
+    Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(fs.path("app/data/mnt"))
+        .status()
+        .unwrap();
+    let _m = MountGuard::new(&fs.path("app/data/mnt"));
+    write_file(&fs.path("app/data/mnt/inner.db"), b"other fs");
+
+    let app = format!(
+        r#"name = "AppWriter"
+[[component]]
+name = "data"
+files = [{{ path = "{v}/app/data", filespec = "*.db" }}]
+[[component]]
+name = "dumped"
+files = [{{ path = "{v}/app/restored", filespec = "*.db", alternate-location = "{v}/app/dump" }}]
+[[exclude]]
+path = "{v}/app/data"
+filespec = "b.db"
+recursive = false
+[[exclude]]
+path = "{v}"
+filespec = "*.tmp"
+"#
+    );
+    let secret = format!(
+        r#"name = "SecretWriter"
+[[component]]
+name = "secret"
+files = [{{ path = "{v}/secret" }}]
+"#
+    );
+    let wd = writers_dir(&[("10-app", app), ("20-secret", secret)]);
+    let bus = Bus::start();
+    let d = Daemon::start_with_writers(&bus, "", wd.path());
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = out_dir.path().join("backup");
+    let o = d.run(
+        Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                "-dac_override,-dac_read_search",
+                "--inh-caps",
+                "-all",
+                "--",
+            ])
+            .arg(bin("vssbackup"))
+            .args(["--json", "backup", "--to"])
+            .arg(&dest)
+            .args([
+                "--writer",
+                "AppWriter",
+                "--writer",
+                "SecretWriter",
+                "--include",
+            ])
+            .arg(fs.path("plain")),
+    );
+    assert_eq!(o.code, 1, "one component fails, so exit 1: {o:#?}");
+    let ev = json_events(&o);
+    assert!(ev
+        .iter()
+        .any(|e| e["event"] == "done" && e["succeeded"] == false));
+
+    let s = summary(&dest);
+    assert_eq!(component(&s, "AppWriter:data")["succeeded"], true);
+    assert_eq!(component(&s, "AppWriter:dumped")["succeeded"], true);
+    let sec = component(&s, "SecretWriter:secret");
+    assert_eq!(sec["succeeded"], false);
+    let why = sec["failure"].as_str().unwrap();
+    assert!(
+        why.contains("s.db") && why.to_lowercase().contains("permission denied"),
+        "{why}"
+    );
+    assert_eq!(s["includes"][0]["consistency"], "crash-consistent");
+
+    let m = manifest(&dest);
+    let has = |p: &str| m.contains_key(&format!("{v}/{p}"));
+    assert!(has("app/data/a.db") && has("app/data/sub/c.db"));
+    assert!(!has("app/data/b.db"), "writer exclusion");
+    assert!(!has("app/data/notes.txt"), "filespec *.db");
+    assert!(!has("app/data/mnt/inner.db"), "mount point entered");
+    assert!(has("plain/x.txt"));
+    assert!(!has("plain/cache.tmp"), "exclusions apply to --include too");
+    // Read from the alternate location, recorded under the normal path.
+    assert!(has("app/restored/a.db") && !has("app/dump/a.db"));
+    let alt = &m[&format!("{v}/app/restored/a.db")];
+    assert_eq!(
+        alt["blake3"].as_str().unwrap(),
+        blake3::hash(b"a-from-dump").to_hex().as_str()
+    );
+    assert_eq!(
+        m[&format!("{v}/app/data/a.db")]["component"],
+        "AppWriter:data"
+    );
+    assert!(m[&format!("{v}/plain/x.txt")].get("component").is_none());
+
+    // The BCD says which component failed, which file and why.
+    let bcd = std::fs::read_to_string(dest.join("backup-components.xml")).unwrap();
+    let doc = vss_types::documents::BackupComponents::from_xml(&bcd).unwrap();
+    let comps: Vec<_> = doc.writers.iter().flat_map(|w| &w.components).collect();
+    let secret_c = comps.iter().find(|c| c.name == "secret").unwrap();
+    assert_eq!(secret_c.backup_succeeded, Some(false));
+    assert!(secret_c
+        .backup_failure_message
+        .as_deref()
+        .unwrap()
+        .contains("s.db"));
+    let data_c = comps.iter().find(|c| c.name == "data").unwrap();
+    assert_eq!(data_c.backup_succeeded, Some(true));
+    // One writer metadata document per writer.
+    let wmds: Vec<_> = std::fs::read_dir(dest.join("writers")).unwrap().collect();
+    assert_eq!(wmds.len(), 2);
+    // Files in the shadow, not the live volume: a change after the backup
+    // is not in it, and the shadow is gone with the session.
+    assert!(vssbackup(&d, &["verify", dest.to_str().unwrap()])
+        .stdout
+        .starts_with("OK"));
+    let l = vssbackup(&d, &["list", dest.to_str().unwrap()]);
+    assert!(
+        l.stdout.contains("SecretWriter:secret") && l.stdout.contains("FAILED"),
+        "{l:#?}"
+    );
+    let shadows = d.vssadmin(&["list", "shadows"]);
+    assert!(!shadows.stdout.contains("Shadow Copy ID"), "{shadows:#?}");
+}
+
+#[test]
+fn priv_backup_tar_zst_and_verify_catches_corruption() {
+    if !privileged("priv_backup_tar_zst_and_verify_catches_corruption") {
+        return;
+    }
+    let fs = LoopFs::new("btrfs", 256);
+    let v = fs.mount_point.display().to_string();
+    for i in 0..20 {
+        write_file(
+            &fs.path(&format!("data/f{i}")),
+            format!("file {i}").repeat(1000).as_bytes(),
+        );
+    }
+    let app = format!(
+        "name = \"App\"\n[[component]]\nname = \"data\"\nfiles = [{{ path = \"{v}/data\" }}]\n"
+    );
+    let wd = writers_dir(&[("app", app)]);
+    let bus = Bus::start();
+    let d = Daemon::start_with_writers(&bus, "", wd.path());
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("b.tar.zst");
+    vssbackup(&d, &["backup", "--to", tar.to_str().unwrap()]).ok();
+    assert!(vssbackup(&d, &["verify", tar.to_str().unwrap()])
+        .ok()
+        .stdout
+        .starts_with("OK"));
+    // Restore to another place.
+    let alt = out.path().join("alt");
+    vssbackup(
+        &d,
+        &[
+            "restore",
+            tar.to_str().unwrap(),
+            "--to",
+            alt.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let restored = alt.join(fs.path("data/f3").strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored).unwrap(),
+        "file 3".repeat(1000).as_bytes()
+    );
+
+    // A directory backup with one flipped byte: verify and restore catch it.
+    let dir = out.path().join("dir");
+    vssbackup(&d, &["backup", "--to", dir.to_str().unwrap()]).ok();
+    let stored = dir
+        .join("data")
+        .join(fs.path("data/f5").strip_prefix("/").unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[10] ^= 0x40;
+    std::fs::write(&stored, &bytes).unwrap();
+    let o = vssbackup(&d, &["verify", dir.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(
+        o.stdout.contains("f5") && o.stdout.contains("DAMAGED"),
+        "{o:#?}"
+    );
+    std::fs::write(fs.path("data/f5"), b"live now").unwrap();
+    let o = vssbackup(&d, &["restore", dir.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{o:#?}");
+    assert!(o.stderr.contains("f5"), "{o:#?}");
+    assert_eq!(
+        std::fs::read(fs.path("data/f5")).unwrap(),
+        b"live now",
+        "corrupt copy replaced a live file"
+    );
+    assert_eq!(
+        std::fs::read(fs.path("data/f4")).unwrap(),
+        "file 4".repeat(1000).as_bytes()
+    );
+}
+
+/// Owner and mode survive the round trip (data written as root here).
+#[test]
+fn priv_backup_keeps_owner_mode_and_mtime() {
+    if !privileged("priv_backup_keeps_owner_mode_and_mtime") {
+        return;
+    }
+    let fs = LoopFs::new("btrfs", 256);
+    write_file(&fs.path("d/f"), b"x");
+    std::os::unix::fs::chown(fs.path("d/f"), Some(1234), Some(99)).unwrap();
+    std::fs::set_permissions(fs.path("d/f"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = std::fs::metadata(fs.path("d/f")).unwrap();
+    let bus = Bus::start();
+    let d = Daemon::start(&bus, "");
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("b");
+    vssbackup(
+        &d,
+        &[
+            "backup",
+            "--to",
+            dest.to_str().unwrap(),
+            "--include",
+            fs.path("d").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    std::fs::remove_dir_all(fs.path("d")).unwrap();
+    vssbackup(&d, &["restore", dest.to_str().unwrap()]).ok();
+    let after = std::fs::metadata(fs.path("d/f")).unwrap();
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode() & 0o7777),
+        (1234, 99, 0o640)
+    );
+    assert_eq!(after.mtime(), before.mtime());
+    assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+}
