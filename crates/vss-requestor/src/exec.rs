@@ -28,6 +28,9 @@ pub struct ExecOptions {
     pub backup_type: BackupType,
     pub command: Vec<String>,
     pub expose_base: PathBuf,
+    /// Send the command's standard output to our standard error, so that
+    /// ours stays machine-readable (`--json`).
+    pub stdout_to_stderr: bool,
 }
 
 /// How the command ended.
@@ -210,15 +213,18 @@ async fn run(
     progress.event(Event::Phase {
         phase: format!("exec {}", argv.join(" ")),
     });
-    let status = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .envs(env)
-        .status()
-        .await
-        .map_err(|e| {
-            VssError::invalid_arg(format!("cannot run {}: {e}", argv[0]))
-                .with_hint("Check the command name and that it is on PATH.")
-        })?;
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]).envs(env);
+    if opts.stdout_to_stderr {
+        let fd = std::os::fd::AsFd::as_fd(&std::io::stderr())
+            .try_clone_to_owned()
+            .map_err(|e| VssError::new(vss_types::VssCode::Unexpected, e.to_string()))?;
+        cmd.stdout(std::process::Stdio::from(fd));
+    }
+    let status = cmd.status().await.map_err(|e| {
+        VssError::invalid_arg(format!("cannot run {}: {e}", argv[0]))
+            .with_hint("Check the command name and that it is on PATH.")
+    })?;
     let exit_code = status.code().unwrap_or_else(|| {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
     });

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vss_testkit::system::{bin, Bus, Daemon, Output};
@@ -314,4 +314,261 @@ fn priv_backup_keeps_owner_mode_and_mtime() {
     );
     assert_eq!(after.mtime(), before.mtime());
     assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+}
+
+/// Every file under `root` (relative path -> content).
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Rewrites and adds files under `dir` until dropped.
+struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Churn {
+    fn start(dir: PathBuf) -> Churn {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let _ = std::fs::write(
+                    dir.join(format!("f{}", n % 40)),
+                    format!("round {n}\n").repeat(50),
+                );
+                let _ = std::fs::write(dir.join(format!("new{n}")), b"n");
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+            n
+        });
+        Churn {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Exposes the only shadow of `d` read-only at a new dir and returns it.
+fn expose_only_shadow(d: &Daemon, at: &Path) -> String {
+    let l = d.vssadmin(&["list", "shadows"]);
+    let id = l
+        .stdout
+        .lines()
+        .find_map(|x| x.trim().strip_prefix("Shadow Copy ID: "))
+        .unwrap_or_else(|| panic!("no kept shadow: {l:#?}"))
+        .to_string();
+    d.vssadmin(&[
+        "expose",
+        "shadow",
+        &format!("/shadow={id}"),
+        &format!("/to={}", at.display()),
+        "/allowusers",
+    ])
+    .ok();
+    id
+}
+
+fn exec_tool_case(tool: &str) {
+    let fs = LoopFs::new("btrfs", 512);
+    let data = fs.path("data");
+    for i in 0..40 {
+        write_file(
+            &data.join(format!("f{i}")),
+            format!("initial {i}\n").repeat(100).as_bytes(),
+        );
+    }
+    let bus = Bus::start();
+    let d = Daemon::start(&bus, "");
+    let work = tempfile::tempdir().unwrap();
+    let repo = work.path().join("repo");
+    let env_log = work.path().join("env.txt");
+    let script = match tool {
+        "restic" => format!(
+            "set -e; env | grep ^VSS_ > {env}; restic -q -r {repo} init; restic -q -r {repo} backup --no-cache {{}}",
+            env = env_log.display(),
+            repo = repo.display()
+        ),
+        _ => format!(
+            "set -e; env | grep ^VSS_ > {env}; borg init -e none {repo}; borg create {repo}::one {{}}",
+            env = env_log.display(),
+            repo = repo.display()
+        ),
+    };
+    let churn = Churn::start(data.clone());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let o = d.run(
+        Command::new(bin("vssbackup"))
+            .args(["exec", "--keep", "--for"])
+            .arg(&data)
+            .args(["--", "sh", "-c", &script])
+            .env("RESTIC_PASSWORD", "test")
+            .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
+            .env("BORG_BASE_DIR", work.path()),
+    );
+    // The live data keeps changing while the tool runs and after.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(churn);
+    assert_eq!(o.code, 0, "{o:#?}");
+    let env = std::fs::read_to_string(&env_log).unwrap();
+    assert!(
+        env.contains("VSS_SHADOW_SET={") && env.contains("VSS_SHADOW_1={"),
+        "{env}"
+    );
+    let shadow_data = env
+        .lines()
+        .find_map(|l| l.strip_prefix("VSS_PATH_1="))
+        .unwrap()
+        .to_string();
+
+    // Restore with the tool.
+    let target = work.path().join("restored");
+    std::fs::create_dir(&target).unwrap();
+    let r = match tool {
+        "restic" => Command::new("restic")
+            .args(["-q", "-r"])
+            .arg(&repo)
+            .args(["restore", "latest", "--target"])
+            .arg(&target)
+            .env("RESTIC_PASSWORD", "test")
+            .env("RESTIC_CACHE_DIR", work.path().join("cache"))
+            .output()
+            .unwrap(),
+        _ => Command::new("borg")
+            .arg("extract")
+            .arg(format!("{}::one", repo.display()))
+            .current_dir(&target)
+            .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
+            .env("BORG_BASE_DIR", work.path())
+            .output()
+            .unwrap(),
+    };
+    assert!(r.status.success(), "{tool} restore: {r:?}");
+    let restored = tree(&target.join(shadow_data.trim_start_matches('/')));
+
+    // The kept shadow, exposed again: the tool's restore equals it.
+    let at = work.path().join("shadow");
+    expose_only_shadow(&d, &at);
+    let _g = MountGuard::new(&at);
+    let shadow = tree(&at.join("data"));
+    assert_eq!(restored.len(), shadow.len());
+    assert!(
+        restored == shadow,
+        "{tool}'s restore differs from the shadow copy"
+    );
+    let live = tree(&data);
+    assert!(
+        live != shadow,
+        "the live data did not change during the run"
+    );
+    assert!(shadow.keys().any(|k| k.starts_with("new")) || shadow.len() == 40);
+    d.vssadmin(&[
+        "unexpose",
+        "shadow",
+        &format!("/shadow={}", expose_only_shadow_id(&d)),
+    ]);
+}
+
+fn expose_only_shadow_id(d: &Daemon) -> String {
+    d.vssadmin(&["list", "shadows"])
+        .stdout
+        .lines()
+        .find_map(|x| x.trim().strip_prefix("Shadow Copy ID: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn priv_exec_restic_restore_equals_the_shadow() {
+    if !privileged("priv_exec_restic_restore_equals_the_shadow") {
+        return;
+    }
+    exec_tool_case("restic");
+}
+
+#[test]
+fn priv_exec_borg_restore_equals_the_shadow() {
+    if !privileged("priv_exec_borg_restore_equals_the_shadow") {
+        return;
+    }
+    exec_tool_case("borg");
+}
+
+#[test]
+fn priv_exec_marks_components_by_exit_code_and_deletes_shadows() {
+    if !privileged("priv_exec_marks_components_by_exit_code_and_deletes_shadows") {
+        return;
+    }
+    let fs = LoopFs::new("btrfs", 256);
+    let v = fs.mount_point.display().to_string();
+    write_file(&fs.path("data/a"), b"a");
+    let log = tempfile::tempdir().unwrap();
+    let events = log.path().join("events");
+    let app = format!(
+        "name = \"App\"\n[[component]]\nname = \"data\"\nfiles = [{{ path = \"{v}/data\" }}]\n\
+         [hooks]\nbackup-complete = [\"/bin/sh\", \"-c\", \"echo complete >> {ev}\"]\n",
+        ev = events.display()
+    );
+    let wd = writers_dir(&[("app", app)]);
+    let bus = Bus::start();
+    let d = Daemon::start_with_writers(&bus, "", wd.path());
+    let o = d.run(
+        Command::new(bin("vssbackup"))
+            .args(["--json", "exec", "--for"])
+            .arg(fs.path("data"))
+            .args(["--", "sh", "-c", "test -f {}/a && exit 7"]),
+    );
+    assert_eq!(o.code, 7, "the command's exit code: {o:#?}");
+    let ev = json_events(&o);
+    assert!(ev.iter().any(|e| e["event"] == "component-result"
+        && e["key"] == "App:data"
+        && e["succeeded"] == false));
+    assert!(std::fs::read_to_string(&events)
+        .unwrap()
+        .contains("complete"));
+    assert!(!d
+        .vssadmin(&["list", "shadows"])
+        .stdout
+        .contains("Shadow Copy ID"));
+    let o = d.run(
+        Command::new(bin("vssbackup"))
+            .args(["--json", "exec", "--for"])
+            .arg(fs.path("data"))
+            .args(["--", "cat", "{}/a"]),
+    );
+    assert_eq!(o.code, 0, "{o:#?}");
+    assert!(
+        json_events(&o)
+            .iter()
+            .any(|e| e["event"] == "component-result"
+                && e["key"] == "App:data"
+                && e["succeeded"] == true),
+        "{o:#?}"
+    );
 }

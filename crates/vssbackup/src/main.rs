@@ -40,7 +40,8 @@ mod exit {
                   With the command `exec`, the exit code is the command's."
 )]
 struct Cli {
-    /// Progress and results as JSON lines on stdout.
+    /// Progress and results as JSON lines on stdout (the output of a command
+    /// run by `exec` then goes to stderr).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -356,6 +357,7 @@ async fn run(cli: Cli, out: &mut Out) -> VssResult<u8> {
                 backup_type: backup_type.into(),
                 command,
                 expose_base: PathBuf::from(DEFAULT_EXPOSE_BASE),
+                stdout_to_stderr: out.json,
             };
             let client = Client::connect().await?;
             let r = vss_requestor::exec::exec(&client, &opts, out).await?;
