@@ -58,6 +58,9 @@ pub struct ExecWriterConfig {
     pub components: Vec<ComponentConfig>,
     #[serde(default, rename = "exclude")]
     pub excludes: Vec<ExcludeConfig>,
+    /// Where file sets go when restored to an alternate location.
+    #[serde(default, rename = "alternate-location-mapping")]
+    pub alternate_mappings: Vec<AlternateMappingConfig>,
     #[serde(default)]
     pub hooks: HooksConfig,
     /// The file this came from (set by the loaders), for messages.
@@ -182,6 +185,19 @@ pub struct ExcludeConfig {
     pub filespec: String,
     #[serde(default = "yes")]
     pub recursive: bool,
+}
+
+/// `[[alternate-location-mapping]]`: where a component's file set is put
+/// when restored to an alternate location (`AddAlternateLocationMapping`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AlternateMappingConfig {
+    pub path: String,
+    #[serde(default = "star")]
+    pub filespec: String,
+    #[serde(default = "yes")]
+    pub recursive: bool,
+    pub destination: String,
 }
 
 /// `[hooks]`: the command run for each event. An event with no hook
@@ -737,6 +753,17 @@ impl ExecWriterConfig {
             check_absolute(file, &format!("{f}.path"), "the excluded path", &e.path)?;
             check_filespec(file, &format!("{f}.filespec"), &e.filespec)?;
         }
+        for (i, a) in self.alternate_mappings.iter().enumerate() {
+            let f = format!("alternate-location-mapping[{i}]");
+            check_absolute(file, &format!("{f}.path"), "the mapped path", &a.path)?;
+            check_filespec(file, &format!("{f}.filespec"), &a.filespec)?;
+            check_absolute(
+                file,
+                &format!("{f}.destination"),
+                "the destination",
+                &a.destination,
+            )?;
+        }
         for ev in HookEvent::ALL {
             if let Some(h) = self.hooks.get(*ev) {
                 validate_hook(file, &format!("hooks.{}", ev.config_key()), h)?;
@@ -747,6 +774,8 @@ impl ExecWriterConfig {
         self.writer_metadata(Guid::NULL).map_err(|e| {
             let field = if e.message.contains("excluded") {
                 "exclude"
+            } else if e.message.contains("alternate location mapping") || e.message.contains("file set") && e.code == vss_types::VssCode::ObjectNotFound {
+                "alternate-location-mapping"
             } else {
                 "component"
             };
@@ -831,6 +860,9 @@ impl ExecWriterConfig {
         }
         for e in &self.excludes {
             m.add_exclude_files(&e.path, &e.filespec, e.recursive)?;
+        }
+        for a in &self.alternate_mappings {
+            m.add_alternate_location_mapping(&a.path, &a.filespec, a.recursive, &a.destination)?;
         }
         Ok(m)
     }
