@@ -1,8 +1,10 @@
 //! Client side of vssd: [`Client`] for the admin queries and commands
 //! (`org.vss.Requestor1`, and `org.vss.Storage1` for software volumes,
-//! shadow storage and reverts), and [`BackupComponents`] for a requestor
-//! session, the IVssBackupComponents analogue. A session belongs to this client's bus connection: if the
-//! process exits, vssd ends the session (BackupShutdown) and releases its
+//! shadow storage and reverts), [`BackupComponents`] for a backup session,
+//! the IVssBackupComponents analogue, and [`RestoreComponents`] for a
+//! restore session (IVssBackupComponents after InitializeForRestore). A
+//! session belongs to this client's bus connection: if the process exits,
+//! vssd ends the session (BackupShutdown for a backup) and releases its
 //! non-persistent shadows.
 
 use std::collections::HashMap;
@@ -267,6 +269,23 @@ impl Client {
         })
     }
 
+    /// Starts a restore session from a saved BCD (XML): the Backup
+    /// Components Document the backup kept (`BackupComponents::bcd` after
+    /// `do_snapshot_set` or `backup_complete`). An unreadable document is
+    /// `VSS_E_INVALID_XML_DOCUMENT` (0x80042311).
+    pub async fn restore_components(&self, bcd_xml: &str) -> VssResult<RestoreComponents> {
+        let session = self
+            .proxy
+            .start_restore_session("", bcd_xml)
+            .await
+            .map_err(call_err)?;
+        Ok(RestoreComponents {
+            client: self.clone(),
+            session,
+            bcd: bcd_xml.to_string(),
+        })
+    }
+
     /// `vssadmin create shadow`: the whole sequence for one or more
     /// volumes, persistent and with writers (ClientAccessibleWriters).
     pub async fn create_shadow(&self, volumes: &[String]) -> VssResult<Vec<ShadowProp>> {
@@ -431,6 +450,133 @@ impl BackupComponents {
     }
 
     /// Ends the session (BackupShutdown); non-persistent shadows go.
+    pub async fn end(self) -> VssResult<()> {
+        self.client
+            .proxy
+            .end_session(&self.session)
+            .await
+            .map_err(call_err)
+    }
+}
+
+/// True when a writer failed the event (its code is one of the writer
+/// failure codes), as opposed to the call being refused.
+fn is_writer_failure(e: &VssError) -> bool {
+    matches!(
+        e.code,
+        VssCode::WriterErrorInconsistentSnapshot
+            | VssCode::WriterErrorOutOfResources
+            | VssCode::WriterErrorTimeout
+            | VssCode::WriterErrorRetryable
+            | VssCode::WriterErrorNonRetryable
+            | VssCode::WriterErrorPartialFailure
+            | VssCode::WriterNotResponding
+    )
+}
+
+/// A restore session: IVssBackupComponents initialized for a restore. The
+/// sequence is [`gather_writer_metadata`](Self::gather_writer_metadata),
+/// then the requestor selects what to restore in [`bcd`](Self::bcd)
+/// (`selectedForRestore`, `restoreTarget`, alternate location mappings),
+/// [`pre_restore`](Self::pre_restore), the requestor restores the files and
+/// sets each component's `fileRestoreStatus`,
+/// [`post_restore`](Self::post_restore), then [`end`](Self::end).
+///
+/// Writers get PreRestore and PostRestore only for sections with a
+/// component selected for restore. A writer the document names but vssd
+/// cannot reach (compare the document with
+/// [`gather_writer_metadata`](Self::gather_writer_metadata)) gets no event
+/// and its section stays as it was; the call still succeeds and the
+/// requestor decides. A writer that fails leaves its error as the
+/// `pre_restore_failure_message` / `post_restore_failure_message` of its
+/// selected components.
+pub struct RestoreComponents {
+    client: Client,
+    session: String,
+    /// The Backup Components Document as it stands.
+    pub bcd: String,
+}
+
+impl RestoreComponents {
+    pub fn session_id(&self) -> &str {
+        &self.session
+    }
+
+    /// Identify to every writer, as for a backup.
+    pub async fn gather_writer_metadata(&mut self) -> VssResult<Vec<WriterMetadataEntry>> {
+        parse(
+            &self
+                .client
+                .proxy
+                .gather_writer_metadata(&self.session)
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    /// Sends self.bcd (requestor may have edited it: selected_for_restore, restore_target, alternate location mappings) to the writers; self.bcd becomes the merged result.
+    ///
+    /// When a writer fails, the error is returned with its VSS code and
+    /// self.bcd still becomes what the other writers returned, with the
+    /// failure noted on the failed writer's components.
+    pub async fn pre_restore(&mut self) -> VssResult<()> {
+        let r = self
+            .client
+            .proxy
+            .pre_restore(&self.session, &self.bcd)
+            .await;
+        self.take_result(r).await
+    }
+
+    /// Sends self.bcd (requestor sets file_restore_status per component) ; self.bcd becomes the merged result.
+    ///
+    /// Failures as for [`pre_restore`](Self::pre_restore).
+    pub async fn post_restore(&mut self) -> VssResult<()> {
+        let r = self
+            .client
+            .proxy
+            .post_restore(&self.session, &self.bcd)
+            .await;
+        self.take_result(r).await
+    }
+
+    async fn take_result(&mut self, r: zbus::Result<String>) -> VssResult<()> {
+        match r {
+            Ok(bcd) => {
+                self.bcd = bcd;
+                Ok(())
+            }
+            Err(e) => {
+                let e = call_err(e);
+                // Only a writer failure means the event ran: the service
+                // then kept what the other writers returned. Any other
+                // error (wrong order, a bad document) leaves self.bcd as
+                // the requestor made it.
+                if !is_writer_failure(&e) {
+                    return Err(e);
+                }
+                if let Ok(bcd) = self.client.proxy.get_backup_components(&self.session).await {
+                    if !bcd.is_empty() {
+                        self.bcd = bcd;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn gather_writer_status(&self) -> VssResult<Vec<WriterStatus>> {
+        parse(
+            &self
+                .client
+                .proxy
+                .gather_writer_status(&self.session)
+                .await
+                .map_err(call_err)?,
+        )
+    }
+
+    /// Ends the session.
     pub async fn end(self) -> VssResult<()> {
         self.client
             .proxy

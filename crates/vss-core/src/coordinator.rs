@@ -6,6 +6,9 @@
 //! → PostSnapshot) → BackupComplete → GatherWriterStatus, with AbortBackup
 //! possible at every step and BackupShutdown when the requestor goes away.
 //!
+//! A restore session ([`restore`]) runs GatherWriterMetadata → PreRestore →
+//! (the requestor restores files) → PostRestore → GatherWriterStatus.
+//!
 //! It is transport-neutral: vssd's D-Bus adapter calls it with the caller's
 //! connection name as the session owner.
 
@@ -25,9 +28,11 @@ use vss_types::{
 
 use crate::events::EventId;
 use crate::hold::WriteHold;
-use crate::session::{Phase, Session, SessionOptions, SetMember};
+use crate::session::{Phase, Session, SessionKind, SessionOptions, SetMember};
 use crate::storage::SoftwareVolumes;
 use crate::writers::{NewWriter, WriterInstance, WriterTable};
+
+mod restore;
 
 /// Settings the coordinator needs (vssd reads them from vss.toml).
 #[derive(Clone, Debug)]
@@ -79,6 +84,18 @@ fn bad_state(what: &str, phase: Phase) -> VssError {
         VssCode::BadState,
         format!("{what} is not allowed now (the session is at {phase:?})"),
     )
+}
+
+/// Refuses a backup step in a session initialized for a restore.
+fn backup_only(s: &Session, what: &str) -> VssResult<()> {
+    if s.kind == SessionKind::Restore {
+        return Err(VssError::new(
+            VssCode::BadState,
+            format!("{what} is a backup step; session {} was started for a restore", s.id),
+        )
+        .with_hint("Start a backup session with StartSession; a restore session takes GatherWriterMetadata, PreRestore, PostRestore, GatherWriterStatus and EndSession."));
+    }
+    Ok(())
 }
 
 fn provider_shadow(r: &ShadowRecord, volume: Volume) -> ProviderShadow {
@@ -302,6 +319,7 @@ impl Coordinator {
     ) -> VssResult<String> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
+        backup_only(&s, "PrepareForBackup")?;
         let allowed = if s.options.context.uses_writers() {
             s.phase == Phase::MetadataGathered
         } else {
@@ -360,6 +378,7 @@ impl Coordinator {
     pub async fn start_snapshot_set(&self, owner: &str, id: Guid) -> VssResult<Guid> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
+        backup_only(&s, "StartSnapshotSet")?;
         let ok_phase = matches!(s.phase, Phase::PreparedForBackup)
             || (!s.options.context.uses_writers()
                 && matches!(s.phase, Phase::Initialized | Phase::MetadataGathered));
@@ -395,6 +414,7 @@ impl Coordinator {
     ) -> VssResult<Guid> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
+        backup_only(&s, "AddToSnapshotSet")?;
         if s.phase != Phase::SetStarted {
             return Err(bad_state("AddToSnapshotSet", s.phase));
         }
@@ -473,6 +493,7 @@ impl Coordinator {
     pub async fn do_snapshot_set(&self, owner: &str, id: Guid) -> VssResult<Vec<ShadowProp>> {
         let sref = self.session(owner, id).await?;
         let mut s = sref.lock().await;
+        backup_only(&s, "DoSnapshotSet")?;
         if s.phase != Phase::SetStarted {
             return Err(bad_state("DoSnapshotSet", s.phase));
         }
@@ -879,6 +900,7 @@ impl Coordinator {
     pub async fn backup_complete(&self, owner: &str, id: Guid, bcd: String) -> VssResult<String> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
+        backup_only(&s, "BackupComplete")?;
         if s.phase != Phase::SnapshotsDone {
             return Err(bad_state("BackupComplete", s.phase));
         }
@@ -946,6 +968,7 @@ impl Coordinator {
     pub async fn abort_backup(&self, owner: &str, id: Guid) -> VssResult<()> {
         let s = self.session(owner, id).await?;
         let mut s = s.lock().await;
+        backup_only(&s, "AbortBackup")?;
         self.abort_locked(&mut s).await;
         Ok(())
     }
@@ -971,10 +994,22 @@ impl Coordinator {
     }
 
     /// EndSession / the requestor went away: BackupShutdown to the writers,
-    /// abort what is unfinished, release non-persistent shadows.
+    /// abort what is unfinished, release non-persistent shadows. A restore
+    /// session has no set and no shadows: its writers got their last event
+    /// at PostRestore, so it just ends.
     pub async fn end_session(&self, owner: &str, id: Guid) -> VssResult<()> {
         let sref = self.session(owner, id).await?;
         let mut s = sref.lock().await;
+        if s.kind == SessionKind::Restore {
+            s.phase = Phase::Ended;
+            drop(s);
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            tracing::info!(event_id = EventId::SessionEnded.id(), session = %id, "restore session ended");
+            return Ok(());
+        }
         let set_id = s.set_id.unwrap_or(Guid::NULL);
         if matches!(s.phase, Phase::PreparedForBackup | Phase::SetStarted) {
             self.abort_locked(&mut s).await;

@@ -19,6 +19,8 @@ pub enum EventId {
     WriterFailed = 2003,
     WriterTimedOut = 2004,
     WriterRejected = 2005,
+    /// A restore event was not sent for a writer the document names.
+    RestoreWriterMissing = 2006,
 
     SetStarted = 3000,
     SetCreated = 3001,
@@ -28,6 +30,9 @@ pub enum EventId {
     HoldReleased = 3005,
     HoldTimedOut = 3006,
     SessionEnded = 3007,
+    RestoreStarted = 3008,
+    RestoreEventDone = 3009,
+    RestoreEventFailed = 3010,
 
     ShadowCreated = 4000,
     ShadowDeleted = 4001,

@@ -1,4 +1,7 @@
-//! Requestor sessions: the IVssBackupComponents analogue held by the service.
+//! Requestor sessions: the IVssBackupComponents analogue held by the service,
+//! initialized for a backup (`StartSession`) or for a restore
+//! (`StartRestoreSession`, from the Backup Components Document the backup
+//! saved).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +33,21 @@ impl Default for SessionOptions {
     }
 }
 
+/// Options a requestor gives at `StartRestoreSession`. None yet: the
+/// document carries what the restore needs. Unknown keys are refused, so
+/// an option of a newer client is never silently ignored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestoreOptions {}
+
+/// What a session was initialized for (InitializeForBackup or
+/// InitializeForRestore); each refuses the other's steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    Backup,
+    Restore,
+}
+
 /// Where a session is in the VSS sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -41,6 +59,10 @@ pub enum Phase {
     BackupCompleted,
     Aborted,
     Ended,
+    /// PreRestore was sent (whether or not every writer succeeded).
+    PreRestored,
+    /// PostRestore was sent.
+    PostRestored,
 }
 
 /// A volume added to the set.
@@ -54,11 +76,15 @@ pub struct Session {
     pub id: Guid,
     /// Bus name of the requestor's connection.
     pub owner: String,
+    pub kind: SessionKind,
+    /// Backup options; a restore session keeps the defaults (it makes no
+    /// shadow copies, so its context never matters).
     pub options: SessionOptions,
     pub phase: Phase,
     /// Writers that answered Identify, with their metadata documents.
     pub metadata: Vec<(Arc<WriterInstance>, String)>,
-    /// Writers taking part after PrepareForBackup.
+    /// Writers taking part after PrepareForBackup, or the writers the last
+    /// PreRestore or PostRestore was sent to.
     pub participants: Vec<Arc<WriterInstance>>,
     pub bcd: String,
     pub set_id: Option<Guid>,
@@ -73,6 +99,7 @@ impl Session {
         Session {
             id: Guid::new_random(),
             owner,
+            kind: SessionKind::Backup,
             options,
             phase: Phase::Initialized,
             metadata: Vec::new(),
@@ -82,6 +109,15 @@ impl Session {
             members: Vec::new(),
             shadows: Vec::new(),
             by_mount: HashMap::new(),
+        }
+    }
+
+    /// A restore session holding the backup's Backup Components Document.
+    pub fn new_restore(owner: String, bcd: String) -> Self {
+        Session {
+            kind: SessionKind::Restore,
+            bcd,
+            ..Session::new(owner, SessionOptions::default())
         }
     }
 }

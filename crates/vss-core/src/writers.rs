@@ -13,7 +13,10 @@ use crate::events::EventId;
 
 /// A writer as the coordinator talks to it: a bus writer (D-Bus calls) or an
 /// exec-hook writer hosted by the service. Errors carry the writer's VSS
-/// code (`VSS_E_WRITERERROR_*`).
+/// code (`VSS_E_WRITERERROR_*`). The backup events carry the snapshot set
+/// id; the restore events (PreRestore, PostRestore) have no set and carry
+/// only the writer's part of the Backup Components Document, which they
+/// return, possibly changed (`""`: unchanged).
 #[async_trait]
 pub trait WriterEndpoint: Send + Sync {
     async fn identify(&self) -> VssResult<String>;
@@ -25,6 +28,8 @@ pub trait WriterEndpoint: Send + Sync {
     async fn abort(&self, set_id: Guid) -> VssResult<()>;
     async fn backup_complete(&self, set_id: Guid, bcd: String) -> VssResult<String>;
     async fn backup_shutdown(&self, set_id: Guid) -> VssResult<()>;
+    async fn pre_restore(&self, bcd: String) -> VssResult<String>;
+    async fn post_restore(&self, bcd: String) -> VssResult<String>;
 }
 
 /// Registration data for a new writer instance.

@@ -35,6 +35,10 @@ pub trait Requestor {
     fn abort_backup(&self, session: &str) -> zbus::Result<()>;
     fn end_session(&self, session: &str) -> zbus::Result<()>;
 
+    fn start_restore_session(&self, options_json: &str, bcd: &str) -> zbus::Result<String>;
+    fn pre_restore(&self, session: &str, bcd: &str) -> zbus::Result<String>;
+    fn post_restore(&self, session: &str, bcd: &str) -> zbus::Result<String>;
+
     fn delete_shadows(&self, filter: HashMap<&str, &str>) -> zbus::Result<String>;
     fn expose_shadow(
         &self,

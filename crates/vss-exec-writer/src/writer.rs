@@ -74,20 +74,6 @@ impl ExecWriter {
         }
     }
 
-    /// PreRestore (not part of [`WriterEndpoint`] yet): runs the
-    /// `pre-restore` hook and returns the BCD unchanged.
-    pub async fn pre_restore(&self, bcd: String) -> VssResult<String> {
-        self.run(HookEvent::PreRestore, None).await?;
-        Ok(bcd)
-    }
-
-    /// PostRestore: runs the `post-restore` hook and returns the BCD
-    /// unchanged.
-    pub async fn post_restore(&self, bcd: String) -> VssResult<String> {
-        self.run(HookEvent::PostRestore, None).await?;
-        Ok(bcd)
-    }
-
     fn remember(&self, set_id: Guid, volumes: Vec<String>) {
         let mut v = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
         v.retain(|(id, _)| *id != set_id);
@@ -215,5 +201,18 @@ impl WriterEndpoint for ExecWriter {
         let r = self.run(HookEvent::BackupShutdown, Some(set_id)).await;
         self.forget(set_id);
         r
+    }
+
+    /// Runs the `pre-restore` hook; the document comes back unchanged (a
+    /// hook cannot edit it).
+    async fn pre_restore(&self, bcd: String) -> VssResult<String> {
+        self.run(HookEvent::PreRestore, None).await?;
+        Ok(bcd)
+    }
+
+    /// Runs the `post-restore` hook; the document comes back unchanged.
+    async fn post_restore(&self, bcd: String) -> VssResult<String> {
+        self.run(HookEvent::PostRestore, None).await?;
+        Ok(bcd)
     }
 }

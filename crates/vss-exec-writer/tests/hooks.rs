@@ -152,6 +152,26 @@ async fn no_hook_succeeds_and_returns_the_bcd() {
     w.abort(set).await.unwrap();
     assert_eq!(w.backup_complete(set, "z".into()).await.unwrap(), "z");
     w.backup_shutdown(set).await.unwrap();
+    assert_eq!(w.pre_restore("r".into()).await.unwrap(), "r");
+    assert_eq!(w.post_restore("p".into()).await.unwrap(), "p");
+}
+
+#[tokio::test]
+async fn restore_hook_failures_are_writer_errors() {
+    let f = Fixture::new();
+    let busy = f.script("busy.sh", "echo 'service still running' >&2\nexit 75");
+    let broken = f.script("broken.sh", "echo 'cannot start service' >&2\nexit 1");
+    let w = f.writer(&format!(
+        "pre-restore = [\"{busy}\"]\npost-restore = [\"{broken}\"]"
+    ));
+    let e = w.pre_restore("<bcd/>".into()).await.unwrap_err();
+    assert_eq!(e.code, VssCode::WriterErrorRetryable, "{e}");
+    assert!(e.message.contains("pre-restore hook"), "{}", e.message);
+    assert!(e.message.contains("service still running"), "{}", e.message);
+    let e = w.post_restore("<bcd/>".into()).await.unwrap_err();
+    assert_eq!(e.code, VssCode::WriterErrorNonRetryable, "{e}");
+    assert!(e.message.contains("post-restore hook"), "{}", e.message);
+    assert!(e.hint().contains("hooks.post-restore"), "{}", e.hint());
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use vss_core::{Coordinator, NewWriter, SessionOptions, WriterEndpoint};
+use vss_core::{Coordinator, NewWriter, RestoreOptions, SessionOptions, WriterEndpoint};
 use vss_dbus::proxies::WriterProxy;
 use vss_dbus::{vss_error_from_zbus, DbusVssError};
 use vss_types::{Guid, MaxSize, VssCode, VssError, VssResult, WriterKind};
@@ -73,6 +73,61 @@ impl Requestor {
                 .map_err(|e| VssError::invalid_arg(format!("bad session options: {e}")))?
         };
         Ok(self.core.start_session(&c.bus_name, options).to_string())
+    }
+
+    /// InitializeForRestore: a restore session from the Backup Components
+    /// Document a backup saved. Same callers as StartSession.
+    async fn start_restore_session(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        options_json: &str,
+        bcd: String,
+    ) -> Result<String, DbusVssError> {
+        let c = caller(&self.dbus, &hdr).await?;
+        self.policy.check_operator(&c, "restore components")?;
+        let options: RestoreOptions = if options_json.trim().is_empty() {
+            RestoreOptions::default()
+        } else {
+            serde_json::from_str(options_json).map_err(|e| {
+                VssError::invalid_arg(format!("bad restore session options: {e}"))
+                    .with_hint("Pass \"\" or \"{}\": a restore session takes no options yet.")
+            })?
+        };
+        Ok(self
+            .core
+            .start_restore_session(&c.bus_name, options, &bcd)?
+            .to_string())
+    }
+
+    /// PreRestore to the writers with components selected for restore;
+    /// returns the document as the writers left it.
+    async fn pre_restore(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        session: &str,
+        bcd: String,
+    ) -> Result<String, DbusVssError> {
+        let c = caller(&self.dbus, &hdr).await?;
+        Ok(self
+            .core
+            .pre_restore(&c.bus_name, guid(session)?, bcd)
+            .await?
+            .bcd)
+    }
+
+    /// PostRestore, as PreRestore.
+    async fn post_restore(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        session: &str,
+        bcd: String,
+    ) -> Result<String, DbusVssError> {
+        let c = caller(&self.dbus, &hdr).await?;
+        Ok(self
+            .core
+            .post_restore(&c.bus_name, guid(session)?, bcd)
+            .await?
+            .bcd)
     }
 
     async fn gather_writer_metadata(
@@ -503,6 +558,12 @@ impl WriterEndpoint for BusWriter {
             .backup_shutdown(&set_id.to_string())
             .await
             .map_err(writer_err)
+    }
+    async fn pre_restore(&self, bcd: String) -> VssResult<String> {
+        self.proxy.pre_restore(&bcd).await.map_err(writer_err)
+    }
+    async fn post_restore(&self, bcd: String) -> VssResult<String> {
+        self.proxy.post_restore(&bcd).await.map_err(writer_err)
     }
 }
 
