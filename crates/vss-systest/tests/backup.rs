@@ -572,3 +572,211 @@ fn priv_exec_marks_components_by_exit_code_and_deletes_shadows() {
         "{o:#?}"
     );
 }
+
+/// One writer per restore method, each with one component; a backup, the
+/// live files changed, and a restore of everything.
+#[test]
+fn priv_restore_round_trip_for_every_restore_method() {
+    if !privileged("priv_restore_round_trip_for_every_restore_method") {
+        return;
+    }
+    let fs = LoopFs::new("btrfs", 256);
+    let v = fs.mount_point.display().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let events = work.path().join("events");
+    let svc_log = work.path().join("services");
+    // A service control command that really stops and starts a process,
+    // and notes what the service's file held at that moment.
+    let ctl = work.path().join("svcctl");
+    std::fs::write(
+        &ctl,
+        format!(
+            "#!/bin/sh\nverb=$1; svc=$2; f={v}/$svc/f; pid={w}/$svc.pid\n\
+             echo \"$verb $svc $(cat $f 2>/dev/null)\" >> {log}\n\
+             case $verb in\n  stop) [ -f $pid ] && kill $(cat $pid) && rm -f $pid ;;\n  \
+             start) sleep 600 >/dev/null 2>&1 & echo $! > $pid ;;\nesac\n",
+            w = work.path().display(),
+            log = svc_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let methods = [
+        ("replace", "restore-if-can-replace", ""),
+        ("notthere", "restore-if-not-there", ""),
+        (
+            "stopfirst",
+            "stop-restore-start",
+            "service = \"stopfirst\"\n",
+        ),
+        (
+            "stopafter",
+            "restore-stop-start",
+            "service = \"stopafter\"\n",
+        ),
+        ("alternate", "restore-to-alternate-location", ""),
+        ("reboot", "restore-at-reboot", ""),
+        ("rebootifcannot", "restore-at-reboot-if-cannot-replace", ""),
+        ("custom", "custom", ""),
+    ];
+    let mut decls = Vec::new();
+    for (w, method, extra) in methods {
+        write_file(&fs.path(&format!("{w}/f")), format!("orig {w}").as_bytes());
+        let mut t = format!(
+            "name = \"{w}\"\nrestore-method = \"{method}\"\n{extra}\
+             [[component]]\nname = \"data\"\nfiles = [{{ path = \"{v}/{w}\" }}]\n"
+        );
+        if w == "alternate" {
+            t += &format!(
+                "[[alternate-location-mapping]]\npath = \"{v}/{w}\"\ndestination = \"{v}/alt-dest\"\n"
+            );
+        }
+        t += &format!(
+            "[hooks]\npre-restore = [\"/bin/sh\", \"-c\", \"echo pre {w} >> {ev}\"]\n\
+             post-restore = [\"/bin/sh\", \"-c\", \"echo post {w} $(cat {v}/{w}/f 2>/dev/null) >> {ev}\"]\n",
+            ev = events.display()
+        );
+        decls.push((w, t));
+    }
+    let decls: Vec<(&str, String)> = decls;
+    let wd = writers_dir(&decls);
+    let bus = Bus::start();
+    let d = Daemon::start_with_writers(&bus, "", wd.path());
+    // The services run before the restore.
+    for s in ["stopfirst", "stopafter"] {
+        Command::new(&ctl).args(["start", s]).status().unwrap();
+    }
+    let dest = work.path().join("backup");
+    vssbackup(&d, &["backup", "--to", dest.to_str().unwrap()]).ok();
+    for (w, _, _) in methods {
+        std::fs::write(fs.path(&format!("{w}/f")), format!("changed {w}")).unwrap();
+    }
+    let pending = work.path().join("pending.json");
+    let o = vssbackup(
+        &d,
+        &[
+            "--json",
+            "restore",
+            dest.to_str().unwrap(),
+            "--service-control",
+            ctl.to_str().unwrap(),
+            "--pending-file",
+            pending.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        o.code, 1,
+        "restore-if-not-there fails, the rest succeed: {o:#?}"
+    );
+    let results: BTreeMap<String, bool> = json_events(&o)
+        .iter()
+        .filter(|e| e["event"] == "component-result")
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_owned(),
+                e["succeeded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for (w, _, _) in methods {
+        assert_eq!(
+            results.get(&format!("{w}:data")),
+            Some(&(w != "notthere")),
+            "{w}: {o:#?}"
+        );
+    }
+    let live = |w: &str| std::fs::read_to_string(fs.path(&format!("{w}/f"))).unwrap();
+    assert_eq!(live("replace"), "orig replace");
+    assert_eq!(
+        live("notthere"),
+        "changed notthere",
+        "must not replace an existing file"
+    );
+    assert_eq!(live("stopfirst"), "orig stopfirst");
+    assert_eq!(live("stopafter"), "orig stopafter");
+    assert_eq!(live("alternate"), "changed alternate");
+    assert_eq!(
+        std::fs::read_to_string(fs.path("alt-dest/f")).unwrap(),
+        "orig alternate"
+    );
+    assert_eq!(live("reboot"), "changed reboot", "staged for the next boot");
+    assert_eq!(live("rebootifcannot"), "orig rebootifcannot");
+    assert_eq!(live("custom"), "orig custom");
+    // Stop before the files for stop-restore-start, after for
+    // restore-stop-start; started again after both.
+    let services = std::fs::read_to_string(&svc_log).unwrap();
+    let lines: Vec<&str> = services.lines().collect();
+    assert!(
+        lines.contains(&"stop stopfirst changed stopfirst"),
+        "{services}"
+    );
+    assert!(
+        lines.contains(&"start stopfirst orig stopfirst"),
+        "{services}"
+    );
+    assert!(
+        lines.contains(&"stop stopafter orig stopafter"),
+        "{services}"
+    );
+    assert!(
+        lines.contains(&"start stopafter orig stopafter"),
+        "{services}"
+    );
+    // PreRestore and PostRestore reached the writers; PostRestore saw the
+    // restored file.
+    let ev = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        ev.contains("pre replace") && ev.contains("post replace orig replace"),
+        "{ev}"
+    );
+    // The boot step puts the staged file in place.
+    let o = vssbackup(
+        &d,
+        &[
+            "restore",
+            "--complete-pending",
+            "--pending-file",
+            pending.to_str().unwrap(),
+        ],
+    );
+    o.ok();
+    assert_eq!(
+        live("reboot"),
+        "orig reboot",
+        "{o:#?} {:?} {:?}",
+        std::fs::read_to_string(&pending),
+        std::fs::read_dir(fs.path("reboot")).unwrap().collect::<Vec<_>>()
+    );
+    // Restore if not there works once the file is gone.
+    std::fs::remove_file(fs.path("notthere/f")).unwrap();
+    vssbackup(
+        &d,
+        &[
+            "restore",
+            dest.to_str().unwrap(),
+            "--component",
+            "notthere:data",
+        ],
+    )
+    .ok();
+    assert_eq!(live("notthere"), "orig notthere");
+    // Any component to a directory of the user's choice.
+    let alt = work.path().join("elsewhere");
+    vssbackup(
+        &d,
+        &[
+            "restore",
+            dest.to_str().unwrap(),
+            "--component",
+            "replace:data",
+            "--to",
+            alt.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let moved = alt.join(fs.path("replace/f").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(moved).unwrap(), "orig replace");
+    for s in ["stopfirst", "stopafter"] {
+        Command::new(&ctl).args(["stop", s]).status().unwrap();
+    }
+}

@@ -100,6 +100,9 @@ enum Cmd {
         /// Put files staged by a restore-at-reboot in place (run at boot).
         #[arg(long, conflicts_with_all = ["from", "components", "to"])]
         complete_pending: bool,
+        /// Where restore-at-reboot keeps its list of staged files.
+        #[arg(long, hide = true, default_value = DEFAULT_PENDING_FILE)]
+        pending_file: PathBuf,
     },
     /// Run a command against consistent shadow copies ({} = the shadow path
     /// of the first --for, {N} of the N-th).
@@ -302,11 +305,10 @@ async fn run(cli: Cli, out: &mut Out) -> VssResult<u8> {
         }
         Cmd::Restore {
             complete_pending: true,
+            pending_file,
             ..
         } => {
-            let n = vss_requestor::restore::complete_pending(std::path::Path::new(
-                DEFAULT_PENDING_FILE,
-            ))?;
+            let n = vss_requestor::restore::complete_pending(&pending_file)?;
             out.say(&format!("{n} staged files put in place"));
             Ok(exit::SUCCESS)
         }
@@ -315,6 +317,7 @@ async fn run(cli: Cli, out: &mut Out) -> VssResult<u8> {
             components,
             to,
             service_control,
+            pending_file,
             ..
         } => {
             let Some(from) = from else {
@@ -326,7 +329,7 @@ async fn run(cli: Cli, out: &mut Out) -> VssResult<u8> {
                 components,
                 to: to.as_deref().map(absolute).transpose()?,
                 service_control: service_control.split_whitespace().map(Into::into).collect(),
-                pending_file: PathBuf::from(DEFAULT_PENDING_FILE),
+                pending_file,
             };
             let client = Client::connect().await?;
             let r = vss_requestor::restore::restore(&client, &opts, out).await?;
