@@ -774,7 +774,9 @@ impl ExecWriterConfig {
         self.writer_metadata(Guid::NULL).map_err(|e| {
             let field = if e.message.contains("excluded") {
                 "exclude"
-            } else if e.message.contains("alternate location mapping") || e.message.contains("file set") && e.code == vss_types::VssCode::ObjectNotFound {
+            } else if e.message.contains("alternate location mapping")
+                || e.message.contains("file set") && e.code == vss_types::VssCode::ObjectNotFound
+            {
                 "alternate-location-mapping"
             } else {
                 "component"

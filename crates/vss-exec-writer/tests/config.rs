@@ -486,10 +486,20 @@ destination = "/srv/app-restored"
     let cfg = parse(ok, p("/etc/vss/writers.d/test.toml")).unwrap();
     let m = cfg.writer_metadata(vss_types::Guid::NULL).unwrap();
     assert_eq!(m.alternate_location_mappings.len(), 1);
-    assert_eq!(m.alternate_location_mappings[0].alternate_path, "/srv/app-restored");
+    assert_eq!(
+        m.alternate_location_mappings[0].alternate_path,
+        "/srv/app-restored"
+    );
     assert!(m.alternate_location_mappings[0].recursive);
-    let unknown_set = ok.replace("path = \"/srv/app\"\ndestination", "path = \"/srv/other\"\ndestination");
+    let unknown_set = ok.replace(
+        "path = \"/srv/app\"\ndestination",
+        "path = \"/srv/other\"\ndestination",
+    );
     assert_err(&unknown_set, "alternate-location-mapping", "/srv/other");
     let relative = ok.replace("\"/srv/app-restored\"", "\"restored\"");
-    assert_err(&relative, "alternate-location-mapping[0].destination", "absolute");
+    assert_err(
+        &relative,
+        "alternate-location-mapping[0].destination",
+        "absolute",
+    );
 }

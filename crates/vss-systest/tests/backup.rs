@@ -745,7 +745,9 @@ fn priv_restore_round_trip_for_every_restore_method() {
         "orig reboot",
         "{o:#?} {:?} {:?}",
         std::fs::read_to_string(&pending),
-        std::fs::read_dir(fs.path("reboot")).unwrap().collect::<Vec<_>>()
+        std::fs::read_dir(fs.path("reboot"))
+            .unwrap()
+            .collect::<Vec<_>>()
     );
     // Restore if not there works once the file is gone.
     std::fs::remove_file(fs.path("notthere/f")).unwrap();

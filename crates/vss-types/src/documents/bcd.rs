@@ -142,10 +142,7 @@ impl BcdComponent {
 
     fn texts(&self) -> [(&'static str, &Option<String>); 9] {
         [
-            (
-                "the backup failure message",
-                &self.backup_failure_message,
-            ),
+            ("the backup failure message", &self.backup_failure_message),
             (
                 "the prepare-for-backup failure message",
                 &self.prepare_for_backup_failure_message,
