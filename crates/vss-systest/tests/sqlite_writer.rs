@@ -385,3 +385,148 @@ fn priv_sys_sqlite_writer_locked_database_fails_the_set_retryably() {
         "{block:?}"
     );
 }
+
+/// Rewrites files f0..f9 of `dir` in order, each round with the next
+/// generation number, until stopped. Any one instant shows a run of
+/// generation g+1 followed by generation g; a copy read over time would
+/// show a later file newer than an earlier one.
+fn churn(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut g = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            for i in 0..10 {
+                // Whole files only (write and rename): an instant never
+                // shows a half-written one.
+                let tmp = dir.join(format!(".f{i}.tmp"));
+                std::fs::write(&tmp, g.to_string()).unwrap();
+                std::fs::rename(&tmp, dir.join(format!("f{i}"))).unwrap();
+            }
+            g += 1;
+        }
+        g
+    })
+}
+
+/// vssbackup with the SQLite writer while the database and a plain
+/// directory keep changing, then a restore to a fresh location: the
+/// database is sound and holds exactly what committed before Freeze, the
+/// directory shows one instant.
+#[test]
+fn priv_sys_vssbackup_sqlite_under_load_and_a_changing_directory() {
+    if !privileged("priv_sys_vssbackup_sqlite_under_load_and_a_changing_directory") {
+        return;
+    }
+    let fs = LoopFs::new("btrfs", 512);
+    let db = fs.path("db/app.db");
+    make_db(&db);
+    let plain = fs.path("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    for i in 0..10 {
+        std::fs::write(plain.join(format!("f{i}")), "0").unwrap();
+    }
+    let bus = Bus::start();
+    let d = Daemon::start(&bus, "");
+    let work = tempfile::tempdir().unwrap();
+    let (_writer, log) = start_writer(&d, work.path(), &db, 5000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = load(db.clone(), stop.clone());
+    let churner = churn(plain.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let dest = work.path().join("backup");
+    let o = d.run(
+        Command::new(bin("vssbackup"))
+            .args(["--json", "backup", "--to"])
+            .arg(&dest)
+            .args(["--writer", "SqliteWriter", "--include"])
+            .arg(&plain),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let commits = loader.join().unwrap();
+    let generations = churner.join().unwrap();
+    assert_eq!(
+        o.code,
+        0,
+        "{o:#?}\nwriter log:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let granted = log_times(&log, "write lock granted", "granted_unix_us", &db);
+    let released = log_times(&log, "write lock released", "released_unix_us", &db);
+    assert_eq!((granted.len(), released.len()), (1, 1));
+    let (granted, released) = (granted[0], released[0]);
+
+    // Restore to a fresh location; the writer checks the database there.
+    let alt = work.path().join("restored");
+    let o = d.run(
+        Command::new(bin("vssbackup"))
+            .args(["--json", "restore"])
+            .arg(&dest)
+            .arg("--to")
+            .arg(&alt),
+    );
+    assert_eq!(o.code, 0, "{o:#?}");
+    assert!(
+        o.stdout.contains("\"event\":\"writer\"") && !o.stdout.contains("Failed"),
+        "{o:#?}"
+    );
+    let rdb = alt.join(db.strip_prefix("/").unwrap());
+    let c = Connection::open(&rdb).unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let rows: Vec<i64> = c
+        .prepare("SELECT n FROM rows ORDER BY n")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let last = rows.last().copied().unwrap_or(0);
+    assert_eq!(
+        rows,
+        (1..=last).collect::<Vec<_>>(),
+        "committed rows form a prefix"
+    );
+    for cm in &commits {
+        if cm.returned_us < granted {
+            assert!(cm.n <= last, "{cm:?} acknowledged before Freeze is missing");
+        }
+        if cm.started_us > released {
+            assert!(
+                cm.n > last,
+                "{cm:?} acknowledged after Thaw is in the backup"
+            );
+        }
+    }
+    assert!(
+        commits.iter().any(|c| c.n > last),
+        "the load went on after the backup"
+    );
+
+    // The directory: one instant.
+    let rplain = alt.join(plain.strip_prefix("/").unwrap());
+    let gens: Vec<u64> = (0..10)
+        .map(|i| {
+            std::fs::read_to_string(rplain.join(format!("f{i}")))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let (hi, lo) = (gens[0], gens[9]);
+    assert!(hi == lo || hi == lo + 1, "{gens:?}");
+    assert!(
+        gens.windows(2).all(|w| w[0] >= w[1]),
+        "not one instant: {gens:?}"
+    );
+    assert!(
+        generations > hi + 1,
+        "the directory kept changing after the shadow"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("backup.json")).unwrap()).unwrap();
+    assert_eq!(summary["includes"][0]["consistency"], "crash-consistent");
+    assert_eq!(summary["components"][0]["key"], "SqliteWriter:Apps\\app");
+    assert_eq!(summary["components"][0]["succeeded"], true);
+}
