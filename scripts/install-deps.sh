@@ -6,7 +6,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 pkgs=(btrfs-progs xfsprogs e2fsprogs util-linux mount dbus-daemon dbus-bin
-      python3 python3-dbus python3-gi passwd fio restic borgbackup)
+      python3 python3-dbus python3-gi passwd fio restic borgbackup zstd
+      postgresql-15 mariadb-server mariadb-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
