@@ -266,7 +266,7 @@ pub fn select(writers: &[WriterInfo], selectors: &[Selector]) -> VssResult<Selec
         }
     }
     let mut picked = p.picked;
-    picked.sort_by(|a, b| (a.writer, a.full_path()).cmp(&(b.writer, b.full_path())));
+    picked.sort_by_key(|a| (a.writer, a.full_path()));
     Ok(Selection { components: picked })
 }
 
