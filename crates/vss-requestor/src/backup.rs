@@ -410,6 +410,14 @@ async fn run(
         phase: "backup-complete".into(),
     });
     bc.backup_complete().await?;
+    // GatherWriterStatus: how each writer came out of the sequence.
+    for w in bc.gather_writer_status().await.unwrap_or_default() {
+        progress.event(Event::Writer {
+            name: w.name.clone(),
+            state: w.state.to_string(),
+            last_error: vss_types::last_error_text(w.last_error).to_owned(),
+        });
+    }
 
     // The summary and the documents, last.
     let mut components = Vec::new();
