@@ -429,6 +429,10 @@ pub async fn restore(
         phase: "restore".into(),
     });
     let mut status: BTreeMap<String, FileRestoreStatus> = BTreeMap::new();
+    // Services stopped for their components, started again after
+    // PostRestore: a writer may have to finish the restored files (e.g.
+    // write PostgreSQL's backup_label) before its service reads them.
+    let mut to_start: Vec<String> = Vec::new();
     let manifest: Vec<ManifestEntry> = b.reader.manifest().to_vec();
     for c in &chosen {
         let wmd = &b.writers[&c.owner.writer];
@@ -524,11 +528,8 @@ pub async fn restore(
                         report.problems.push(e.to_string());
                     }
                 }
-                progress.event(Event::Phase {
-                    phase: format!("start {s}"),
-                });
-                if let Err(e) = service_cmd(&opts.service_control, "start", s) {
-                    report.problems.push(e.to_string());
+                if !to_start.contains(s) {
+                    to_start.push(s.clone());
                 }
             }
         }
@@ -622,6 +623,14 @@ pub async fn restore(
     }
     if let Some(rc) = session {
         let _ = rc.end().await;
+    }
+    for s in &to_start {
+        progress.event(Event::Phase {
+            phase: format!("start {s}"),
+        });
+        if let Err(e) = service_cmd(&opts.service_control, "start", s) {
+            report.problems.push(e.to_string());
+        }
     }
     for r in &report.components {
         progress.event(Event::ComponentResult {

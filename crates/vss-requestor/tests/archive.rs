@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use vss_requestor::archive::{
-    self, Added, ArchiveError, ArchiveWriter, EntryKind, ManifestEntry, DATA_DIR, MANIFEST_FILE,
+    self, Added, ArchiveWriter, EntryKind, ManifestEntry, DATA_DIR, MANIFEST_FILE,
 };
 use vss_types::{VssCode, VssError};
 
@@ -336,8 +336,24 @@ fn directory_layout_and_manifest_header() {
     assert_eq!(e.mode, 0o4750);
     assert!(!dest.join(format!("{MANIFEST_FILE}.tmp")).exists());
     // "/" maps to the data directory itself.
-    let r = archive::open(&dest).unwrap();
+    let mut r = archive::open(&dest).unwrap();
     assert_eq!(r.manifest()[0].path, "/");
+    assert!(r.verify().unwrap().is_ok());
+
+    // Content before its directories (any order works): the directory's
+    // copy gets its mode when it comes.
+    let dest2 = tmp.path().join("b2");
+    let mut w = archive::create(&dest2).unwrap();
+    fs::create_dir(src.join("d")).unwrap();
+    chmod(&src.join("d"), 0o750);
+    w.add("/x/y/f", &src.join("f"), None).unwrap();
+    w.add("/x/y", &src.join("d"), None).unwrap();
+    w.add("/x", &src.join("d"), None).unwrap();
+    w.finish().unwrap();
+    let y = dest2.join(DATA_DIR).join("x/y");
+    assert_eq!(fs::metadata(&y).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(fs::read(y.join("f")).unwrap(), b"x");
+    assert!(archive::open(&dest2).unwrap().verify().unwrap().is_ok());
 }
 
 #[test]
@@ -701,7 +717,7 @@ fn open_refuses_what_is_not_a_backup() {
     let t = tmp.path();
     let code = |p: &Path| -> (VssCode, String) {
         let e = archive::open(p).err().expect("must fail");
-        let v: VssError = ArchiveError::from(e).into();
+        let v: VssError = e.into();
         assert!(!v.hint().is_empty());
         (v.code, v.message)
     };

@@ -7,8 +7,11 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 
-use super::error::{ArchiveError, FileError};
+use super::bgsync::BackgroundSync;
+use super::error::{plain_reason, ArchiveError, FileError};
 use super::manifest::{
     check_document_name, DocumentInfo, EntryKind, Manifest, ManifestEntry, ManifestHeader,
     FORMAT_VERSION,
@@ -19,6 +22,49 @@ use super::{
     Added, ArchiveReader, ArchiveWriter, VerifyProblem, VerifyReport, DATA_DIR, MANIFEST_FILE,
 };
 
+/// Writes the data area on writer threads ("lanes"), so that creating and
+/// writing the copies (the costly part on most filesystems: one inode per
+/// file) overlaps with reading and hashing the sources on the caller's
+/// thread, and runs in parallel in different directories. Everything
+/// whose parent is the same directory goes to the same lane, in order; a
+/// lane that gets a file before another lane made its directory creates
+/// the directory itself (0700) and the directory's own operation then
+/// only sets its mode.
+enum Op {
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        path: PathBuf,
+        target: String,
+    },
+    /// Opens a new file and writes its first `len` bytes of `buf`.
+    File {
+        path: PathBuf,
+        mode: u32,
+        buf: Vec<u8>,
+        len: usize,
+        end: bool,
+    },
+    Chunk {
+        buf: Vec<u8>,
+        len: usize,
+        end: bool,
+    },
+    /// The source failed mid-way: remove the partial copy.
+    Abort,
+}
+
+/// The first failure of the data writer thread: the archive is broken.
+type Failure = Arc<Mutex<Option<(PathBuf, io::Error)>>>;
+
+/// Messages in flight per lane; with 1 MiB chunks this bounds the memory
+/// used.
+const QUEUE: usize = 8;
+/// Most lanes used (one per CPU up to this).
+const MAX_LANES: usize = 4;
+
 pub struct DirWriter {
     root: PathBuf,
     data: PathBuf,
@@ -26,8 +72,12 @@ pub struct DirWriter {
     created_root: bool,
     common: Common,
     documents: Vec<DocumentInfo>,
-    /// The process umask, to know when a created file needs an fchmod.
-    umask: u32,
+    lanes: Vec<SyncSender<Op>>,
+    /// Buffers the writer threads are done with.
+    spare: Receiver<Vec<u8>>,
+    failure: Failure,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    bg: Option<BackgroundSync>,
 }
 
 /// The umask without changing it (it is process-wide, other threads may
@@ -89,13 +139,36 @@ pub fn create(dest: &Path) -> Result<DirWriter, ArchiveError> {
         .mode(0o700)
         .create(&data)
         .map_err(|e| ArchiveError::io("cannot create", &data, e))?;
+    let (spare_tx, spare) = std::sync::mpsc::channel();
+    let failure = Failure::default();
+    let umask = current_umask();
+    let n = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_LANES);
+    let mut lanes = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (spare_tx, f) = (spare_tx.clone(), failure.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("backup-writer-{i}"))
+            .spawn(move || write_loop(rx, spare_tx, f, umask))
+            .map_err(|e| ArchiveError::io("cannot start a writer thread for", dest, e))?;
+        lanes.push(tx);
+        threads.push(t);
+    }
+    let bg = File::open(&data).ok().map(|d| BackgroundSync::new(d, true));
     Ok(DirWriter {
         root: dest.to_path_buf(),
         data,
         created_root,
         common: Common::new(),
         documents: Vec::new(),
-        umask: current_umask(),
+        lanes,
+        spare,
+        failure,
+        threads,
+        bg,
     })
 }
 
@@ -123,100 +196,235 @@ fn with_parent<T>(path: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Res
     }
 }
 
+/// The copy being written.
+struct Current {
+    path: PathBuf,
+    file: File,
+    written: u64,
+}
+
+/// The data writer thread. After its first failure it only hands buffers
+/// back (the failure is reported by the next `add` and by `finish`).
+fn write_loop(rx: Receiver<Op>, spare: Sender<Vec<u8>>, failure: Failure, umask: u32) {
+    let mut current: Option<Current> = None;
+    let mut failed = false;
+    for op in rx {
+        let mut path_of_op = current.as_ref().map(|c| c.path.clone());
+        let (res, buf) = if failed {
+            match op {
+                Op::File { buf, .. } | Op::Chunk { buf, .. } => (Ok(()), Some(buf)),
+                _ => (Ok(()), None),
+            }
+        } else {
+            match op {
+                Op::Dir { path, mode } => {
+                    let r = make_data_dir(&path, mode, umask);
+                    path_of_op = Some(path);
+                    (r, None)
+                }
+                Op::Symlink { path, target } => {
+                    let r = with_parent(&path, || std::os::unix::fs::symlink(&target, &path));
+                    path_of_op = Some(path);
+                    (r, None)
+                }
+                Op::File {
+                    path,
+                    mode,
+                    buf,
+                    len,
+                    end,
+                } => {
+                    path_of_op = Some(path.clone());
+                    let r = open_data_file(&path, mode, umask).and_then(|mut file| {
+                        file.write_all(&buf[..len])?;
+                        let c = Current {
+                            path,
+                            file,
+                            written: len as u64,
+                        };
+                        if end {
+                            close_data_file(c);
+                        } else {
+                            current = Some(c);
+                        }
+                        Ok(())
+                    });
+                    (r, Some(buf))
+                }
+                Op::Chunk { buf, len, end } => {
+                    let r = match current.as_mut() {
+                        Some(c) => {
+                            c.written += len as u64;
+                            c.file.write_all(&buf[..len])
+                        }
+                        None => Err(io::Error::other("chunk without a file")),
+                    };
+                    if end || r.is_err() {
+                        if let Some(c) = current.take() {
+                            close_data_file(c);
+                        }
+                    }
+                    (r, Some(buf))
+                }
+                Op::Abort => {
+                    if let Some(c) = current.take() {
+                        drop(c.file);
+                        let _ = std::fs::remove_file(c.path);
+                    }
+                    (Ok(()), None)
+                }
+            }
+        };
+        if let Some(b) = buf.filter(|b| b.len() == BUF_SIZE) {
+            let _ = spare.send(b);
+        }
+        if let Err(e) = res {
+            failed = true;
+            current = None;
+            if let Ok(mut slot) = failure.lock() {
+                slot.get_or_insert((path_of_op.unwrap_or_default(), e));
+            }
+        }
+    }
+}
+
+fn make_data_dir(path: &Path, mode: u32, umask: u32) -> io::Result<()> {
+    let made = match with_parent(path, || std::fs::DirBuilder::new().mode(mode).create(path)) {
+        Ok(()) => true,
+        // Created before as the parent of an entry (0700).
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => false,
+        Err(e) => return Err(e),
+    };
+    if !made || mode & umask != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+fn open_data_file(path: &Path, mode: u32, umask: u32) -> io::Result<File> {
+    let f = with_parent(path, || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+    })?;
+    if mode & umask != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(f)
+}
+
+/// Starts writeback of a large copy now (DONTNEED writes dirty pages
+/// back asynchronously, then drops the clean ones), so the disk works
+/// while the copy goes on; it also keeps the backup from crowding the
+/// page cache. Not for small files: one writeback per file costs more
+/// than it saves.
+fn close_data_file(c: Current) {
+    if c.written >= 4 << 20 {
+        let _ = nix::fcntl::posix_fadvise(
+            c.file.as_raw_fd(),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
 impl DirWriter {
+    /// The lane for an entry: by its parent directory.
+    fn lane(&self, dst: &Path) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        dst.parent().hash(&mut h);
+        (h.finish() % self.lanes.len().max(1) as u64) as usize
+    }
+
+    fn send(&mut self, lane: usize, op: Op) -> Result<(), String> {
+        if let (Op::File { len, .. } | Op::Chunk { len, .. }, Some(bg)) = (&op, self.bg.as_mut()) {
+            bg.wrote(*len as u64);
+        }
+        let sent = match self.lanes.get(lane) {
+            Some(tx) => tx.send(op).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self
+                .failed()
+                .unwrap_or_else(|| "the backup writer stopped".into()))
+        }
+    }
+
+    /// The writer thread's failure, as text.
+    fn failed(&self) -> Option<String> {
+        let slot = self.failure.lock().ok()?;
+        slot.as_ref()
+            .map(|(p, e)| format!("cannot write {}: {}", p.display(), plain_reason(e)))
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.try_recv().unwrap_or_else(|_| vec![0; BUF_SIZE])
+    }
+
+    /// Reads the file (at most `limit` bytes, the size when opened: a file
+    /// that grows while read is stored as it was; one that shrinks, as
+    /// read) in chunks, hashing each and handing it to the writer thread.
     fn store_file(
         &mut self,
         entry: &mut ManifestEntry,
         mut file: File,
-        dst: &Path,
+        limit: u64,
+        dst: PathBuf,
     ) -> Result<(), FileError> {
         let lp = entry.path.clone();
-        let limit = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         source::advise_sequential(&file, limit);
         // Permission bits only (no setuid/setgid/sticky in the data area),
         // owner-readable so that verify works without root; the real mode
         // is in the manifest.
         let mode = (entry.mode & 0o777) | 0o600;
-        let mut out = with_parent(dst, || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(dst)
-        })
-        .map_err(|e| FileError::io(&lp, &format!("cannot create {}", dst.display()), e))?;
-        if mode & self.umask != 0 {
-            out.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| FileError::io(&lp, &format!("cannot chmod {}", dst.display()), e))?;
-        }
-        let res = copy_hashed(&mut file, &mut out, &mut self.common.buf, limit, &lp);
-        match res {
-            Ok((size, hash)) => {
-                entry.size = size;
-                entry.blake3 = Some(hash);
-                Ok(())
-            }
-            Err(e) => {
-                drop(out);
-                let _ = std::fs::remove_file(dst);
-                Err(e)
-            }
-        }
-    }
-
-    fn store_dir(&mut self, entry: &ManifestEntry, rel: &str, dst: &Path) -> Result<(), FileError> {
-        if rel.is_empty() {
-            // "/" is the data directory itself: its metadata lives in the manifest.
-            return Ok(());
-        }
-        let mode = (entry.mode & 0o777) | 0o700;
-        let res = with_parent(dst, || std::fs::DirBuilder::new().mode(mode).create(dst));
-        match res {
-            Ok(()) => {}
-            // Created before as the parent of an earlier entry.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir() => {}
-            Err(e) => {
-                return Err(FileError::io(
-                    &entry.path,
-                    &format!("cannot create {}", dst.display()),
-                    e,
-                ))
+        let lane = self.lane(&dst);
+        let mut hasher = blake3::Hasher::new();
+        let mut total = 0u64;
+        let mut started = false;
+        loop {
+            let mut buf = self.buffer();
+            let want = (limit - total).min(BUF_SIZE as u64) as usize;
+            let n = match source::read_full(&mut file, &mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) => {
+                    if started {
+                        let _ = self.send(lane, Op::Abort);
+                    }
+                    return Err(FileError::io(&lp, "", e));
+                }
+            };
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            let end = n < want || total >= limit;
+            let op = if started {
+                Op::Chunk { buf, len: n, end }
+            } else {
+                started = true;
+                Op::File {
+                    path: dst.clone(),
+                    mode,
+                    buf,
+                    len: n,
+                    end,
+                }
+            };
+            self.send(lane, op).map_err(|r| FileError::new(&lp, r))?;
+            if end {
+                break;
             }
         }
-        if mode & self.umask != 0 {
-            std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-                FileError::io(&entry.path, &format!("cannot chmod {}", dst.display()), e)
-            })?;
-        }
+        entry.size = total;
+        entry.blake3 = Some(hex(&hasher.finalize()));
         Ok(())
     }
-}
-
-/// Copies at most `limit` bytes (the size when opened: a file that grows
-/// while read is stored as it was; one that shrinks, as read), hashing in
-/// the same pass.
-fn copy_hashed(
-    src: &mut File,
-    dst: &mut File,
-    buf: &mut [u8],
-    limit: u64,
-    lp: &str,
-) -> Result<(u64, String), FileError> {
-    let mut hasher = blake3::Hasher::new();
-    let mut total = 0u64;
-    while total < limit {
-        let want = (limit - total).min(buf.len() as u64) as usize;
-        let n = source::read_full(src, &mut buf[..want]).map_err(|e| FileError::io(lp, "", e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])
-            .map_err(|e| FileError::io(lp, "cannot write to the backup", e))?;
-        total += n as u64;
-    }
-    Ok((total, hex(&hasher.finalize())))
 }
 
 impl ArchiveWriter for DirWriter {
@@ -226,32 +434,41 @@ impl ArchiveWriter for DirWriter {
         source: &Path,
         component: Option<&str>,
     ) -> Result<Added, FileError> {
+        if let Some(f) = self.failed() {
+            return Err(FileError::new(live_path, f));
+        }
         let rel = self.common.claim(live_path)?;
         let dst = if rel.is_empty() {
             self.data.clone()
         } else {
             self.data.join(rel)
         };
-        let (mut entry, file) = match source::open_source(live_path, source, component)? {
+        let (mut entry, file, len) = match source::open_source(live_path, source, component)? {
             Source::Skipped(reason) => {
                 return Ok(Added::Skipped {
                     path: live_path.to_string(),
                     reason,
                 })
             }
-            Source::Entry { entry, file } => (entry, file),
+            Source::Entry { entry, file, len } => (entry, file, len),
         };
         match entry.kind {
             EntryKind::File => {
                 let file = file.ok_or_else(|| FileError::new(live_path, "not opened"))?;
-                self.store_file(&mut entry, file, &dst)?;
+                self.store_file(&mut entry, file, len, dst)?;
             }
-            EntryKind::Dir => self.store_dir(&entry, rel, &dst)?,
+            // "/" is the data directory itself: its metadata lives in the manifest.
+            EntryKind::Dir if rel.is_empty() => {}
+            EntryKind::Dir => {
+                // Owner-writable so the backup can be filled and removed.
+                let mode = (entry.mode & 0o777) | 0o700;
+                self.send(self.lane(&dst), Op::Dir { path: dst, mode })
+                    .map_err(|r| FileError::new(live_path, r))?;
+            }
             EntryKind::Symlink => {
                 let target = entry.target.clone().unwrap_or_default();
-                with_parent(&dst, || std::os::unix::fs::symlink(&target, &dst)).map_err(|e| {
-                    FileError::io(live_path, &format!("cannot create {}", dst.display()), e)
-                })?;
+                self.send(self.lane(&dst), Op::Symlink { path: dst, target })
+                    .map_err(|r| FileError::new(live_path, r))?;
             }
         }
         self.common.record(entry.clone());
@@ -265,6 +482,7 @@ impl ArchiveWriter for DirWriter {
                 name: name.to_string(),
             });
         }
+        // Outside data/: the writer thread never touches these paths.
         let path = self.root.join(name);
         let mut f = with_parent(&path, || {
             std::fs::OpenOptions::new()
@@ -285,7 +503,22 @@ impl ArchiveWriter for DirWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<(), ArchiveError> {
-        let me = *self;
+        let mut me = *self;
+        // Let the writer threads drain their queues and stop.
+        me.lanes.clear();
+        me.bg = None;
+        for t in std::mem::take(&mut me.threads) {
+            if t.join().is_err() {
+                return Err(ArchiveError::io(
+                    "a writer thread failed for",
+                    &me.root,
+                    io::Error::other("panic"),
+                ));
+            }
+        }
+        if let Some((p, e)) = me.failure.lock().ok().and_then(|mut s| s.take()) {
+            return Err(ArchiveError::io("cannot write", &p, e));
+        }
         let manifest = Manifest {
             header: ManifestHeader {
                 format: FORMAT_VERSION,
@@ -293,10 +526,10 @@ impl ArchiveWriter for DirWriter {
                 created_unix_ms: super::now_ms(),
                 entries: me.common.entries.len() as u64,
                 file_bytes: me.common.bytes,
-                documents: me.documents,
+                documents: std::mem::take(&mut me.documents),
                 void_members: Vec::new(),
             },
-            entries: me.common.entries,
+            entries: std::mem::take(&mut me.common.entries),
         };
         let tmp = me.root.join(format!("{MANIFEST_FILE}.tmp"));
         let fin = me.root.join(MANIFEST_FILE);

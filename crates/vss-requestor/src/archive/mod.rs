@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod bgsync;
 mod dir;
 mod error;
 mod manifest;
@@ -73,6 +74,7 @@ pub trait ArchiveReader: Send {
     /// only), mode, xattrs and mtime are applied; directories get their
     /// metadata after their content. `done` is called once per selected
     /// entry. Returns Err only for whole-archive failures.
+    #[allow(clippy::type_complexity)] // the signature the callers were given
     fn extract(
         &mut self,
         select: &mut dyn FnMut(&ManifestEntry) -> Option<PathBuf>,

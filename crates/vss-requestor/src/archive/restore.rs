@@ -26,6 +26,9 @@ use super::error::FileError;
 use super::manifest::{EntryKind, ManifestEntry};
 use super::source::{hex, BUF_SIZE};
 
+/// The `done` callback of `extract`.
+pub type Done<'a> = dyn FnMut(&ManifestEntry, &Path, Result<(), FileError>) + 'a;
+
 pub struct Restorer {
     is_root: bool,
     counter: u64,
@@ -117,9 +120,9 @@ impl Restorer {
     }
 
     fn remember_fs(&mut self, dir: &Path, dev: u64) {
-        if !self.filesystems.contains_key(&dev) {
+        if let std::collections::hash_map::Entry::Vacant(v) = self.filesystems.entry(dev) {
             if let Ok(f) = File::open(dir) {
-                self.filesystems.insert(dev, f);
+                v.insert(f);
             }
         }
     }
@@ -365,7 +368,7 @@ pub fn make_dirs(
     r: &mut Restorer,
     entries: &[ManifestEntry],
     targets: &[Option<PathBuf>],
-    done: &mut dyn FnMut(&ManifestEntry, &Path, Result<(), FileError>),
+    done: &mut Done<'_>,
 ) -> Vec<bool> {
     let mut ok = vec![false; entries.len()];
     for (i, (e, t)) in entries.iter().zip(targets).enumerate() {
@@ -384,7 +387,7 @@ pub fn make_symlinks(
     r: &mut Restorer,
     entries: &[ManifestEntry],
     targets: &[Option<PathBuf>],
-    done: &mut dyn FnMut(&ManifestEntry, &Path, Result<(), FileError>),
+    done: &mut Done<'_>,
 ) {
     for (e, t) in entries.iter().zip(targets) {
         if let (EntryKind::Symlink, Some(t)) = (e.kind, t) {
@@ -400,7 +403,7 @@ pub fn finish_dirs(
     entries: &[ManifestEntry],
     targets: &[Option<PathBuf>],
     created: &[bool],
-    done: &mut dyn FnMut(&ManifestEntry, &Path, Result<(), FileError>),
+    done: &mut Done<'_>,
 ) {
     for i in (0..entries.len()).rev() {
         if let (true, Some(t)) = (created[i], &targets[i]) {

@@ -17,10 +17,12 @@ pub const BUF_SIZE: usize = 1 << 20;
 
 /// A source ready to be stored.
 pub enum Source {
-    /// Entry filled in except `size` and `blake3` (files: set after the copy).
+    /// Entry filled in except `size` and `blake3` (files: set after the
+    /// copy); `len` is the file's size when opened (fstat).
     Entry {
         entry: ManifestEntry,
         file: Option<File>,
+        len: u64,
     },
     Skipped(String),
 }
@@ -134,7 +136,11 @@ pub fn open_source(
     };
     let xattrs = read_xattrs(live_path, source, file.as_ref())?;
     let entry = entry_from(live_path, kind, target, &meta, xattrs, component);
-    Ok(Source::Entry { entry, file })
+    Ok(Source::Entry {
+        entry,
+        file,
+        len: meta.len(),
+    })
 }
 
 fn entry_from(

@@ -9,12 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use tar::{EntryType, Header};
 
+use super::bgsync::BackgroundSync;
 use super::error::{plain_reason, ArchiveError, FileError};
 use super::manifest::{
     check_document_name, data_member, DocumentInfo, EntryKind, Manifest, ManifestEntry,
@@ -47,6 +48,7 @@ pub struct TarWriter {
     /// Set once writing to the archive failed: the stream is broken, so
     /// every later call fails too.
     broken: Option<String>,
+    bg: Option<BackgroundSync>,
 }
 
 pub fn create(dest: &Path) -> Result<TarWriter, ArchiveError> {
@@ -78,6 +80,7 @@ pub fn create(dest: &Path) -> Result<TarWriter, ArchiveError> {
             },
             _ => ArchiveError::io("cannot create", dest, e),
         })?;
+    let bg = file.try_clone().ok().map(|f| BackgroundSync::new(f, false));
     let enc_err = |e| ArchiveError::io("cannot start zstd compression for", dest, e);
     let mut enc =
         zstd::stream::write::Encoder::new(BufWriter::with_capacity(BUF_SIZE, file), ZSTD_LEVEL)
@@ -98,6 +101,7 @@ pub fn create(dest: &Path) -> Result<TarWriter, ArchiveError> {
         ordinal: 0,
         void_members: Vec::new(),
         broken: None,
+        bg,
     })
 }
 
@@ -208,6 +212,12 @@ impl TarWriter {
             .ok_or_else(|| io::Error::other("the backup is closed"))
     }
 
+    fn wrote(&mut self, n: usize) {
+        if let Some(bg) = self.bg.as_mut() {
+            bg.wrote(n as u64);
+        }
+    }
+
     fn write_err(&mut self, e: &io::Error) -> String {
         let msg = plain_reason(e);
         self.broken.get_or_insert_with(|| msg.clone());
@@ -221,6 +231,7 @@ impl TarWriter {
         out.write_all(content)?;
         pad(out, content.len() as u64)?;
         self.ordinal += 1;
+        self.wrote(content.len());
         Ok(())
     }
 
@@ -233,13 +244,9 @@ impl TarWriter {
         &mut self,
         entry: &mut ManifestEntry,
         mut file: File,
+        limit: u64,
         name: &[u8],
     ) -> Result<(), FileError> {
-        let lp = entry.path.clone();
-        let limit = file
-            .metadata()
-            .map(|m| m.size())
-            .map_err(|e| FileError::io(&lp, "", e))?;
         source::advise_sequential(&file, limit);
         let mut buf = std::mem::take(&mut self.common.buf);
         let res = self.store_file_with(entry, &mut file, name, limit, &mut buf);
@@ -287,6 +294,7 @@ impl TarWriter {
             let r = self.write_err(&e);
             return Err(FileError::io(&lp, &r, e));
         }
+        self.wrote(first);
         let mut total = first as u64;
         let mut read_error = None;
         while total < header_size {
@@ -306,6 +314,7 @@ impl TarWriter {
                 let r = self.write_err(&e);
                 return Err(FileError::io(&lp, &r, e));
             }
+            self.wrote(n);
             total += n as u64;
         }
         // Fill the member to the size its header promised.
@@ -344,20 +353,20 @@ impl ArchiveWriter for TarWriter {
             ));
         }
         let rel = self.common.claim(live_path)?;
-        let (mut entry, file) = match source::open_source(live_path, source, component)? {
+        let (mut entry, file, len) = match source::open_source(live_path, source, component)? {
             Source::Skipped(reason) => {
                 return Ok(Added::Skipped {
                     path: live_path.to_string(),
                     reason,
                 })
             }
-            Source::Entry { entry, file } => (entry, file),
+            Source::Entry { entry, file, len } => (entry, file, len),
         };
         let mut name = data_member(rel);
         match entry.kind {
             EntryKind::File => {
                 let file = file.ok_or_else(|| FileError::new(live_path, "not opened"))?;
-                self.store_file(&mut entry, file, name.as_bytes())?;
+                self.store_file(&mut entry, file, len, name.as_bytes())?;
             }
             EntryKind::Dir | EntryKind::Symlink => {
                 let (kind, link) = if entry.kind == EntryKind::Dir {
@@ -459,6 +468,7 @@ impl ArchiveWriter for TarWriter {
             .finish()
             .and_then(|bw| bw.into_inner().map_err(|e| e.into_error()))
             .map_err(werr)?;
+        me.bg = None;
         file.sync_all()
             .map_err(|e| ArchiveError::io("cannot sync", &path, e))?;
         let parent = match path.parent() {
@@ -706,6 +716,9 @@ impl ArchiveReader for TarReader {
         let mut report = VerifyReport::default();
         let mut buf = vec![0u8; BUF_SIZE];
         let mut ar = stream(&self.path)?;
+        // Outside the walk so that they count up to a damaged point too.
+        let mut files_checked = 0;
+        let mut bytes_checked = 0;
         let walk = (|| -> io::Result<()> {
             let mut problem = |path: &str, p: String| {
                 report.problems.push(VerifyProblem {
@@ -713,8 +726,6 @@ impl ArchiveReader for TarReader {
                     problem: p,
                 })
             };
-            let mut files_checked = 0;
-            let mut bytes_checked = 0;
             for (ordinal, member) in ar.entries()?.enumerate() {
                 let mut member = member?;
                 if void.contains(&(ordinal as u64)) {
@@ -789,10 +800,10 @@ impl ArchiveReader for TarReader {
                     ),
                 }
             }
-            report.files_checked = files_checked;
-            report.bytes_checked = bytes_checked;
             Ok(())
         })();
+        report.files_checked = files_checked;
+        report.bytes_checked = bytes_checked;
         if let Err(err) = walk {
             let unchecked = seen.iter().filter(|s| !**s).count();
             report.problems.push(VerifyProblem {
@@ -840,4 +851,30 @@ fn hash_reader(r: &mut dyn Read, limit: u64, buf: &mut [u8]) -> io::Result<(u64,
         total += n as u64;
     }
     Ok((total, hex(&hasher.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        // Around the points where the length gains a digit.
+        for n in 0..1200 {
+            let mut out = Vec::new();
+            pax_record(&mut out, "SCHILY.xattr.user.a", &vec![b'v'; n]);
+            let sp = out.iter().position(|&b| b == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&out[..sp]).unwrap().parse().unwrap();
+            assert_eq!(len, out.len(), "value of {n} bytes");
+            assert_eq!(out.last(), Some(&b'\n'));
+        }
+    }
+
+    #[test]
+    fn member_names() {
+        assert_eq!(live_of("data").as_deref(), Some("/"));
+        assert_eq!(live_of("data/srv/a").as_deref(), Some("/srv/a"));
+        assert_eq!(live_of("database"), None);
+        assert_eq!(live_of("manifest.jsonl"), None);
+    }
 }
