@@ -66,7 +66,11 @@ impl Maria {
     /// `mariadb-install-db` into `datadir`.
     fn install(datadir: &Path) {
         std::fs::create_dir_all(datadir).unwrap();
-        let o = Command::new(prog("mariadb-install-db"))
+        // Two bootstraps at once fail (tests run in parallel): one at a
+        // time, under a lock file (flock from util-linux).
+        let o = Command::new("flock")
+            .arg("/tmp/vss-systest-mariadb-install.lock")
+            .arg(prog("mariadb-install-db"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
             .args(["--user=root", "--skip-test-db"])
