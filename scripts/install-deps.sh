@@ -7,7 +7,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 pkgs=(btrfs-progs xfsprogs e2fsprogs util-linux mount dbus-daemon dbus-bin
       python3 python3-dbus python3-gi passwd fio restic borgbackup zstd
-      postgresql-15 mariadb-server mariadb-client)
+      postgresql-15 mariadb-server mariadb-client
+      # The VM lane (scripts/vm-test.sh, docs/VM-LANE.md): QEMU, and what
+      # builds its Debian guest.
+      qemu-system-x86 mmdebstrap busybox-static cpio xz-utils debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
