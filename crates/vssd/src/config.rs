@@ -55,6 +55,16 @@ pub struct ProviderSettings {
     /// At that limit, delete the oldest shadow copy for the new one
     /// (Windows' MaxShadowCopies) instead of failing with 0x80042317.
     pub software_delete_oldest_at_limit: bool,
+    /// The LVM provider (ext4 and xfs on logical volumes).
+    pub lvm: bool,
+    /// Percent full (data or metadata) at which a thin pool's oldest
+    /// shadows are deleted, so live writes never meet a full pool.
+    pub lvm_thin_pool_limit: u8,
+    /// Percent of a thick snapshot's copy-on-write area in use at which it
+    /// is extended (within the shadow storage maximum).
+    pub lvm_extend_at: u8,
+    /// How often fill levels are read, in milliseconds.
+    pub lvm_poll_ms: u64,
 }
 
 impl Default for ProviderSettings {
@@ -66,6 +76,10 @@ impl Default for ProviderSettings {
             software: true,
             software_max_shadow_copies: 64,
             software_delete_oldest_at_limit: false,
+            lvm: true,
+            lvm_thin_pool_limit: 90,
+            lvm_extend_at: 50,
+            lvm_poll_ms: 250,
         }
     }
 }
@@ -153,6 +167,26 @@ impl Config {
                 format!(
                     "providers.software-max-shadow-copies must be 1..=512 (got {})",
                     self.providers.software_max_shadow_copies
+                ),
+            ));
+        }
+        let p = &self.providers;
+        let percent_ok = |v: u8| (10..=99).contains(&v);
+        if !percent_ok(p.lvm_thin_pool_limit) || !percent_ok(p.lvm_extend_at) {
+            return Err(config_error(
+                path,
+                format!(
+                    "providers.lvm-thin-pool-limit and providers.lvm-extend-at must be 10..=99 percent (got {} and {})",
+                    p.lvm_thin_pool_limit, p.lvm_extend_at
+                ),
+            ));
+        }
+        if !(20..=10_000).contains(&p.lvm_poll_ms) {
+            return Err(config_error(
+                path,
+                format!(
+                    "providers.lvm-poll-ms must be 20..=10000 (got {})",
+                    p.lvm_poll_ms
                 ),
             ));
         }

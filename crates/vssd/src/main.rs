@@ -23,6 +23,7 @@ use vss_core::{
 };
 use vss_provider::Registry;
 use vss_provider_cow::{CowManager, CowProvider};
+use vss_provider_lvm::{LvmConfig, LvmProvider};
 use vss_types::{Volume, VssCode, VssError, VssResult};
 use zbus::fdo::{DBusProxy, RequestNameFlags, RequestNameReply};
 
@@ -164,6 +165,23 @@ async fn run(args: Args) -> Result<()> {
     } else {
         Arc::new(NoSoftwareVolumes)
     };
+
+    let lvm = if cfg.providers.lvm {
+        let p = Arc::new(LvmProvider::new(LvmConfig {
+            settings: vss_provider_lvm::policy::Settings {
+                extend_at_percent: f64::from(cfg.providers.lvm_extend_at),
+                thin_pool_limit_percent: f64::from(cfg.providers.lvm_thin_pool_limit),
+            },
+            poll_interval: Duration::from_millis(cfg.providers.lvm_poll_ms),
+        }));
+        p.start_watcher();
+        providers.register(p.clone())?;
+        Some(p)
+    } else {
+        None
+    };
+    let software: Arc<dyn SoftwareVolumes> =
+        Arc::new(software::StorageRouter { cow: software, lvm });
 
     let core = Coordinator::new(
         CoreConfig {

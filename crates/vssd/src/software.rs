@@ -1,12 +1,14 @@
-//! The software provider's volumes behind the coordinator's
-//! [`SoftwareVolumes`] trait: a thin adapter over
-//! [`vss_provider_cow::CowManager`].
+//! Shadow storage and software volumes behind the coordinator's
+//! [`SoftwareVolumes`] trait: [`CowVolumes`], a thin adapter over
+//! [`vss_provider_cow::CowManager`], and [`StorageRouter`], which sends the
+//! storage verbs of logical volumes to the LVM provider instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use vss_core::SoftwareVolumes;
 use vss_provider_cow::CowManager;
+use vss_provider_lvm::LvmProvider;
 use vss_types::{
     Guid, MaxSize, RevertState, RevertStatus, ShadowStorageInfo, SoftwareVolumeInfo, VssCode,
     VssError, VssResult,
@@ -116,5 +118,86 @@ impl SoftwareVolumes for CowVolumes {
             });
         }
         Ok(out)
+    }
+}
+
+/// Storage verbs for a logical volume go to the LVM provider (its shadow
+/// storage is the volume group's extents); everything else, and the
+/// software volumes themselves, to the copy-on-write provider.
+pub struct StorageRouter {
+    pub cow: Arc<dyn SoftwareVolumes>,
+    pub lvm: Option<Arc<LvmProvider>>,
+}
+
+impl StorageRouter {
+    fn lvm_for(&self, for_volume: &str) -> Option<&LvmProvider> {
+        self.lvm.as_deref().filter(|l| l.owns_volume(for_volume))
+    }
+}
+
+impl SoftwareVolumes for StorageRouter {
+    fn add_volume(&self, device: &str, mount: &str) -> VssResult<SoftwareVolumeInfo> {
+        self.cow.add_volume(device, mount)
+    }
+
+    fn delete_volume(&self, for_volume: &str) -> VssResult<()> {
+        self.cow.delete_volume(for_volume)
+    }
+
+    fn list_volumes(&self) -> VssResult<Vec<SoftwareVolumeInfo>> {
+        self.cow.list_volumes()
+    }
+
+    fn list_storage(
+        &self,
+        for_volume: Option<&str>,
+        on_volume: Option<&str>,
+    ) -> VssResult<Vec<ShadowStorageInfo>> {
+        let mut all = self.cow.list_storage(for_volume, on_volume).or_else(|e| {
+            // Without the software provider the LVM associations still list.
+            if e.code == VssCode::NotSupported {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })?;
+        if let Some(l) = &self.lvm {
+            all.extend(l.list_storage(for_volume, on_volume)?);
+        }
+        Ok(all)
+    }
+
+    fn add_storage(&self, for_volume: &str, on_volume: &str, max: MaxSize) -> VssResult<()> {
+        match self.lvm_for(for_volume) {
+            Some(l) => l.add_storage(for_volume, on_volume, max),
+            None => self.cow.add_storage(for_volume, on_volume, max),
+        }
+    }
+
+    fn resize_storage(&self, for_volume: &str, on_volume: &str, max: MaxSize) -> VssResult<()> {
+        match self.lvm_for(for_volume) {
+            Some(l) => l.resize_storage(for_volume, on_volume, max),
+            None => self.cow.resize_storage(for_volume, on_volume, max),
+        }
+    }
+
+    fn delete_storage(&self, for_volume: &str, on_volume: Option<&str>) -> VssResult<()> {
+        match self.lvm_for(for_volume) {
+            Some(l) => l.delete_storage(for_volume, on_volume),
+            None => self.cow.delete_storage(for_volume, on_volume),
+        }
+    }
+
+    fn revert(&self, shadow_id: Guid, force_dismount: bool) -> VssResult<()> {
+        match self.lvm.as_deref() {
+            Some(l) if l.find_shadow(shadow_id).is_some() => l.revert(shadow_id, force_dismount),
+            _ => self.cow.revert(shadow_id, force_dismount),
+        }
+    }
+
+    fn query_reverts(&self, for_volume: Option<&str>) -> VssResult<Vec<RevertStatus>> {
+        // LVM reverts finish inside the revert call; only the software
+        // provider's run in the background.
+        self.cow.query_reverts(for_volume)
     }
 }
