@@ -551,6 +551,9 @@ fn probe(db: &DatabaseConfig) -> Result<(), (VetoKind, String)> {
     }
 }
 
+/// How long the truncating checkpoint waits for the application's writers.
+const TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// `wal_checkpoint(TRUNCATE)` for a database in WAL mode; nothing for a
 /// rollback-journal one (its database file is always complete).
 fn checkpoint(db: &DatabaseConfig) -> Result<(), String> {
@@ -572,6 +575,15 @@ fn checkpoint(db: &DatabaseConfig) -> Result<(), String> {
         tracing::debug!(database = %db.path.display(), journal_mode = %mode, "not in WAL mode; no checkpoint");
         return Ok(());
     }
+    // A PASSIVE checkpoint copies what it can without waiting; TRUNCATE
+    // then waits for the application's writers, but only briefly: under a
+    // steady write load it would otherwise hold the whole snapshot set
+    // for the full lock timeout, and the WAL is in the shadow anyway.
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::debug!(database = %db.path.display(), error = %e, "passive checkpoint");
+    }
+    conn.busy_timeout(db.lock_timeout().min(TRUNCATE_WAIT))
+        .map_err(|e| format!("cannot set a busy timeout: {e}"))?;
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
