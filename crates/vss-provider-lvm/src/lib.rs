@@ -35,7 +35,7 @@ use vss_types::{
 };
 
 use crate::lvm::{
-    Lv, Lvm, LvmError, CREATED_TAG_PREFIX, MAXSIZE_TAG_PREFIX, SHADOW_LV_PREFIX, SHADOW_TAG,
+    Lv, Lvm, LvmError, Vg, CREATED_TAG_PREFIX, MAXSIZE_TAG_PREFIX, SHADOW_LV_PREFIX, SHADOW_TAG,
 };
 use crate::policy::{Action, Settings};
 
@@ -81,10 +81,28 @@ struct Planned {
     thick_size: u64,
 }
 
+/// LVM's view, kept between watcher ticks: `lvs` and `vgs` cost far more
+/// than `dmsetup status`, and the layout changes only when snapshots come
+/// or go or are extended.
+struct Layout {
+    lvs: Vec<Lv>,
+    vgs: Vec<Vg>,
+    read_at: Instant,
+    watched: Vec<String>,
+}
+
+/// How long a layout is trusted when device-mapper shows no change.
+const LAYOUT_MAX_AGE: Duration = Duration::from_secs(5);
+
 pub struct LvmProvider {
     lvm: Lvm,
     config: LvmConfig,
+    layout: Mutex<Option<Layout>>,
     planned: Mutex<BTreeMap<Guid, Planned>>,
+    /// The set's origins, suspended from the first commit to the last.
+    hold: Mutex<Option<Hold>>,
+    /// Set while origins are suspended: the watcher then leaves LVM alone.
+    holding: std::sync::atomic::AtomicBool,
     evicted: Mutex<Vec<(Guid, String)>>,
     /// One watcher pass at a time (the thread, `evicted`, `prepare`).
     pass: Mutex<()>,
@@ -117,6 +135,73 @@ fn device_numbers(path: &Path) -> Option<(u32, u32)> {
     Some((major as u32, minor as u32))
 }
 
+/// The longest the origins stay suspended whatever happens to vssd (the
+/// VSS hold limit): the guard resumes them then.
+const HOLD_LIMIT_SECS: u32 = 10;
+
+/// The origins of a set held by device-mapper suspend. Suspending with
+/// lockfs flushes and freezes each filesystem the kernel's way; all are
+/// suspended before the first snapshot is made, so the snapshots share one
+/// instant. (FIFREEZE around lvcreate is not used: on Linux 6.12 a
+/// device-mapper suspend nested in a userspace freeze leaves the block
+/// device counted frozen, and the filesystem can then not be mounted
+/// again.)
+struct Hold {
+    /// Device-mapper names of the suspended origins.
+    devices: Vec<String>,
+    /// Shadows of the set not committed yet.
+    remaining: std::collections::BTreeSet<Guid>,
+    /// A process that resumes the devices when vssd dies (its stdin, our
+    /// pipe, closes) or the hold limit passes.
+    guard: Option<std::process::Child>,
+}
+
+fn dmsetup(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("dmsetup")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run dmsetup: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "dmsetup {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn spawn_resume_guard(devices: &[String]) -> Option<std::process::Child> {
+    let script = "timeout \"$0\" cat >/dev/null; for d in \"$@\"; do dmsetup resume \"$d\"; done";
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(HOLD_LIMIT_SECS.to_string())
+        .args(devices)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| tracing::error!("cannot start the resume guard: {e}"))
+        .ok()
+}
+
+impl Hold {
+    fn release(mut self) {
+        for d in &self.devices {
+            if let Err(e) = dmsetup(&["resume", d]) {
+                tracing::error!("cannot resume {d}: {e}");
+            }
+        }
+        if let Some(mut g) = self.guard.take() {
+            drop(g.stdin.take());
+            // Reaped off the hold path.
+            std::thread::spawn(move || g.wait());
+        }
+    }
+}
+
 /// `vss-{uuid}` ↔ shadow id.
 pub fn shadow_lv_name(shadow_id: Guid) -> String {
     format!("{SHADOW_LV_PREFIX}{}", shadow_id.as_uuid().hyphenated())
@@ -132,7 +217,10 @@ impl LvmProvider {
         LvmProvider {
             lvm: Lvm::default(),
             config,
+            layout: Mutex::new(None),
             planned: Mutex::new(BTreeMap::new()),
+            hold: Mutex::new(None),
+            holding: std::sync::atomic::AtomicBool::new(false),
             evicted: Mutex::new(Vec::new()),
             pass: Mutex::new(()),
         }
@@ -155,6 +243,9 @@ impl LvmProvider {
     /// Reads fill levels once and acts on them. Cheap when there is
     /// nothing to watch: one `dmsetup status`, no LVM scan.
     pub fn watch_once(&self) -> Vec<Action> {
+        if self.holding.load(std::sync::atomic::Ordering::SeqCst) {
+            return Vec::new();
+        }
         let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
         let status = match dm::status_all() {
             Ok(s) => s,
@@ -163,20 +254,44 @@ impl LvmProvider {
                 return Vec::new();
             }
         };
-        let watched = status.values().any(|s| !matches!(s, dm::DmStatus::Other));
-        if !watched {
+        let watched: Vec<String> = status
+            .iter()
+            .filter(|(_, s)| !matches!(s, dm::DmStatus::Other))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut cache = self.layout.lock().unwrap_or_else(|p| p.into_inner());
+        if watched.is_empty() {
+            *cache = None;
             return Vec::new();
         }
-        let (lvs, vgs) = match (self.lvm.lvs(None), self.lvm.vgs()) {
-            (Ok(l), Ok(v)) => (l, v),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!("lvm watcher cannot read LVM: {e}");
-                return Vec::new();
+        let stale = cache
+            .as_ref()
+            .is_none_or(|l| l.watched != watched || l.read_at.elapsed() > LAYOUT_MAX_AGE);
+        if stale {
+            match (self.lvm.lvs(None), self.lvm.vgs()) {
+                (Ok(lvs), Ok(vgs)) => {
+                    *cache = Some(Layout {
+                        lvs,
+                        vgs,
+                        read_at: Instant::now(),
+                        watched,
+                    })
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("lvm watcher cannot read LVM: {e}");
+                    return Vec::new();
+                }
             }
-        };
-        let actions = policy::plan(&lvs, &vgs, &status, &self.config.settings);
+        }
+        let layout = cache.as_ref().expect("read above");
+        // Fill levels are fresh (device-mapper); sizes come from the
+        // layout, which is read again after any change made here.
+        let actions = policy::plan(&layout.lvs, &layout.vgs, &status, &self.config.settings);
         for a in &actions {
-            self.apply(a, &lvs);
+            self.apply(a, &layout.lvs);
+        }
+        if !actions.is_empty() {
+            *cache = None;
         }
         actions
     }
@@ -381,6 +496,78 @@ impl LvmProvider {
                 )
             };
             self.evict(oldest, reason)?;
+        }
+    }
+
+    /// At the set's first commit: suspends the origins of every shadow
+    /// prepared (this one and those still to commit), so all are cut at
+    /// one instant; later commits find their origin held already.
+    fn hold_set(&self, shadow_id: Guid, origin: &Lv) -> VssResult<()> {
+        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        if hold.is_some() {
+            return Ok(());
+        }
+        // Thin origins are left to lvcreate's own suspend: a thin volume
+        // suspended beforehand keeps the pool from committing the new
+        // snapshot's transaction, and lvcreate fails.
+        let planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut devices = Vec::new();
+        let mut remaining: std::collections::BTreeSet<Guid> = planned.keys().copied().collect();
+        remaining.insert(shadow_id);
+        for o in planned.values().map(|p| &p.origin).chain([origin]) {
+            let d = o.dm_name();
+            if !o.is_thin() && !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+        drop(planned);
+        if devices.is_empty() {
+            return Ok(());
+        }
+        self.holding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let guard = spawn_resume_guard(&devices);
+        let mut suspended = Vec::new();
+        for d in &devices {
+            if let Err(e) = dmsetup(&["suspend", d]) {
+                Hold {
+                    devices: suspended,
+                    remaining,
+                    guard,
+                }
+                .release();
+                self.holding
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(VssError::new(VssCode::FlushWritesTimeout, e)
+                    .with_hint("See `dmsetup info` for the volume's state; retry the set."));
+            }
+            suspended.push(d.clone());
+        }
+        *hold = Some(Hold {
+            devices: suspended,
+            remaining,
+            guard,
+        });
+        Ok(())
+    }
+
+    /// After a commit (or an abort): once no shadow of the set is left to
+    /// commit, or on failure, the held origins are resumed.
+    fn done_with(&self, shadow_id: Guid, failed: bool) {
+        let mut hold = self.hold.lock().unwrap_or_else(|p| p.into_inner());
+        let finished = match hold.as_mut() {
+            Some(h) => {
+                h.remaining.remove(&shadow_id);
+                failed || h.remaining.is_empty()
+            }
+            None => false,
+        };
+        if finished {
+            if let Some(h) = hold.take() {
+                h.release();
+            }
+            self.holding
+                .store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -726,13 +913,22 @@ impl LvmProvider {
         }
         let merged = self.lvm.merge(&data.vg, &data.lv).map_err(lvm_error);
         if merged.is_ok() {
-            // The snapshot LV disappears when the merge has finished.
+            // The snapshot turns into a hidden `[name]` LV and the origin's
+            // attr into `O` while the merge runs; both end with it.
+            let hidden = format!("[{}]", data.lv);
             let deadline = Instant::now() + Duration::from_secs(600);
             while Instant::now() < deadline {
-                match self.our_lv(&data) {
-                    Ok(None) => break,
-                    _ => std::thread::sleep(Duration::from_millis(200)),
+                let merging = self.lvm.lvs_hidden(&data.vg).map(|lvs| {
+                    lvs.iter().any(|l| {
+                        l.name == data.lv
+                            || l.name == hidden
+                            || (l.name == data.origin && l.attr.starts_with('O'))
+                    })
+                });
+                if let Ok(false) = merging {
+                    break;
                 }
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
         for m in &mounted {
@@ -744,12 +940,23 @@ impl LvmProvider {
                 read_only: m.read_only(),
                 ..Default::default()
             };
-            if let Err(e) = vss_sys::mount_fs(&dev, &m.mount_point, &m.fs_type, flags, "") {
-                tracing::error!(
-                    "cannot mount {} at {} again after the revert: {e}",
-                    dev.display(),
-                    m.mount_point.display()
-                );
+            // The device may stay busy for a moment after the merge.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match vss_sys::mount_fs(&dev, &m.mount_point, &m.fs_type, flags, "") {
+                    Ok(()) => break,
+                    Err(e) if e.raw_os_error() == Some(16) && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot mount {} at {} again after the revert: {e}",
+                            dev.display(),
+                            m.mount_point.display()
+                        );
+                        break;
+                    }
+                }
             }
         }
         merged?;
@@ -776,29 +983,20 @@ impl Provider for LvmProvider {
     }
 
     fn supports(&self, volume: &Volume) -> Result<(), String> {
-        // Cheap checks first: this runs for every volume listed.
-        let dev = std::fs::canonicalize(&volume.device).map_err(|_| {
+        // Cheap checks first: this runs for every volume listed. Without
+        // udev the /dev/mapper nodes are plain device files, so the device
+        // is identified by its numbers, not by a link to dm-N.
+        let not_lv = || {
             format!(
                 "{} on {} is not a logical volume",
                 volume.fs_type, volume.device
             )
-        })?;
-        let dm = dev
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| n.starts_with("dm-"))
-            .ok_or_else(|| {
-                format!(
-                    "{} on {} is not a logical volume",
-                    volume.fs_type, volume.device
-                )
-            })?;
-        let uuid = std::fs::read_to_string(format!("/sys/block/{dm}/dm/uuid")).unwrap_or_default();
+        };
+        let (major, minor) = device_numbers(Path::new(&volume.device)).ok_or_else(not_lv)?;
+        let uuid = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/dm/uuid"))
+            .unwrap_or_default();
         if !uuid.starts_with("LVM-") {
-            return Err(format!(
-                "{} on {} is not a logical volume",
-                volume.fs_type, volume.device
-            ));
+            return Err(not_lv());
         }
         if !matches!(volume.fs_type.as_str(), "ext4" | "ext3" | "ext2" | "xfs") {
             return Err(format!(
@@ -821,7 +1019,9 @@ impl Provider for LvmProvider {
     }
 
     fn hold_method(&self, _volume: &Volume) -> HoldMethod {
-        HoldMethod::Freeze
+        // The provider holds writes itself, by device-mapper suspend of
+        // every origin of the set (see `Hold`).
+        HoldMethod::ProviderCut
     }
 
     fn prepare(&self, volume: &Volume, shadow_id: Guid) -> VssResult<()> {
@@ -853,6 +1053,7 @@ impl Provider for LvmProvider {
                 )
             })?;
         let origin = planned.origin;
+        self.hold_set(shadow_id, &origin)?;
         let name = shadow_lv_name(shadow_id);
         let tags = vec![
             SHADOW_TAG.to_string(),
@@ -864,6 +1065,7 @@ impl Provider for LvmProvider {
             self.lvm
                 .create_thick(&origin.vg, &origin.name, &name, planned.thick_size, &tags)
         };
+        self.done_with(shadow_id, made.is_err());
         made.map_err(lvm_error)?;
         let data = ShadowData {
             vg: origin.vg.clone(),
@@ -884,6 +1086,7 @@ impl Provider for LvmProvider {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&shadow_id);
+        self.done_with(shadow_id, true);
         let Ok(origin) = self.origin_of(volume) else {
             return;
         };

@@ -262,6 +262,16 @@ impl Lvm {
 
     /// Every LV (of one VG when given).
     pub fn lvs(&self, vg: Option<&str>) -> Result<Vec<Lv>, LvmError> {
+        self.lvs_of(vg, false)
+    }
+
+    /// Every LV of `vg`, also hidden ones (`[name]`: a merging snapshot,
+    /// pool internals).
+    pub fn lvs_hidden(&self, vg: &str) -> Result<Vec<Lv>, LvmError> {
+        self.lvs_of(Some(vg), true)
+    }
+
+    fn lvs_of(&self, vg: Option<&str>, all: bool) -> Result<Vec<Lv>, LvmError> {
         let mut args = vec![
             "lvs",
             "--reportformat",
@@ -272,6 +282,9 @@ impl Lvm {
             "-o",
             LV_FIELDS,
         ];
+        if all {
+            args.push("--all");
+        }
         args.extend(vg);
         let text = self.run(&args)?;
         parse_lvs(&text).map_err(|message| LvmError {

@@ -177,7 +177,8 @@ pub fn plan(
                 continue;
             }
             let room = thick_room(origin, total, vg);
-            let add = step(origin, max).min(room);
+            // At least double: a busy volume needs fewer, larger steps.
+            let add = step(origin, max).max(s.size).min(room);
             if add >= vg.extent_size {
                 actions.push(Action::Extend {
                     vg: vg_name.clone(),

@@ -193,9 +193,10 @@ impl Registry {
                 ),
             )
             .with_hint(
-                "Keep the data on btrfs (read-only subvolume snapshots), or wait for the \
-                 copy-on-write software provider for ext4/xfs; `vssadmin list providers` \
-                 shows what each provider supports.",
+                "Keep the data on btrfs or on an LVM logical volume, or put the volume \
+                 under the copy-on-write software provider (`vssadmin add volume \
+                 /device=DEV /mount=DIR`); `vssadmin list providers` shows what each \
+                 provider supports.",
             )
         })
     }

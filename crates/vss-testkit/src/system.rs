@@ -203,12 +203,23 @@ impl Daemon {
                     panic!("vssd exited early ({st}); log:\n{}", self.log_text());
                 }
             }
+            // NameHasOwner rather than `busctl status`, which also reads the
+            // owner's cgroup and fails where there is none (the VM lane).
             let out = Command::new("busctl")
-                .args(["--address", &self.address, "status", "org.vss.Vssd"])
-                .stdout(Stdio::null())
+                .args([
+                    "--address",
+                    &self.address,
+                    "call",
+                    "org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus",
+                    "NameHasOwner",
+                    "s",
+                    "org.vss.Vssd",
+                ])
                 .stderr(Stdio::null())
-                .status();
-            if out.is_ok_and(|s| s.success()) {
+                .output();
+            if out.is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"b true")) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

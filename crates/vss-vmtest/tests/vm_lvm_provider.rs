@@ -148,6 +148,7 @@ fn exposed_files(d: &Daemon, id: &str) -> BTreeMap<String, String> {
         "shadow",
         &format!("/shadow={id}"),
         &format!("/to={}", at.path().display()),
+        "/allowusers",
     ])
     .ok();
     let files = hash_tree(&at.path().join("work"));
@@ -380,6 +381,7 @@ fn lane_lvm_two_volume_groups_with_a_writer_are_cut_at_one_instant() {
             "shadow",
             &format!("/shadow={}", p.shadow_id),
             &format!("/to={}", at.path().display()),
+            "/allowusers",
         ])
         .ok();
         let v = std::fs::read_to_string(at.path().join("counter")).unwrap();
@@ -435,6 +437,10 @@ fn write_mib(dir: &Path, tag: &str, mib: u64) {
         let p = dir.join(format!("{tag}-{i:04}"));
         std::fs::write(&p, &block).unwrap();
         std::fs::File::open(&p).unwrap().sync_all().unwrap();
+        // A steady load of about 20 MB/s, not a burst: the watcher reads
+        // fill levels every 100 ms, and lvextend under emulation takes a
+        // good part of a second (docs/LVM-PROVIDER.md, the margin).
+        std::thread::sleep(Duration::from_millis(150));
     }
 }
 
