@@ -173,7 +173,10 @@ fn dmsetup(args: &[&str]) -> Result<(), String> {
 }
 
 fn spawn_resume_guard(devices: &[String]) -> Option<std::process::Child> {
-    let script = "timeout \"$0\" cat >/dev/null; for d in \"$@\"; do dmsetup resume \"$d\"; done";
+    // Deaf to the signals a service stop sends the whole unit: it must
+    // outlive vssd to do its job.
+    let script = "trap '' TERM INT HUP; timeout \"$0\" cat >/dev/null; \
+                  for d in \"$@\"; do dmsetup resume \"$d\"; done";
     std::process::Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -194,8 +197,10 @@ impl Hold {
                 tracing::error!("cannot resume {d}: {e}");
             }
         }
+        // Resumed here first, then the guard is stopped without running
+        // its own resume, which could otherwise land in a later set's hold.
         if let Some(mut g) = self.guard.take() {
-            drop(g.stdin.take());
+            let _ = g.kill();
             // Reaped off the hold path.
             std::thread::spawn(move || g.wait());
         }

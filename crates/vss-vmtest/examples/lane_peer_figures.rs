@@ -54,7 +54,10 @@ fn prepare_files(dir: &Path) {
     let fill = |name: &str, mib: usize| {
         let data = vec![0x5au8; mib << 20];
         std::fs::write(dir.join(name), &data).unwrap();
-        std::fs::File::open(dir.join(name)).unwrap().sync_all().unwrap();
+        std::fs::File::open(dir.join(name))
+            .unwrap()
+            .sync_all()
+            .unwrap();
     };
     fill("seq.dat", SEQ_MIB);
     fill("rnd.dat", RND_MIB);
@@ -130,10 +133,18 @@ fn lvm_case(vg: &LaneVg, name: &str, thin: bool, snapshots: usize) -> Figures {
 fn cow_case(vg: &LaneVg, d: &Daemon, store: &Path, name: &str, shadows: usize) -> Figures {
     let dev = vg.create_thick(name, 160);
     mkfs("ext4", &dev);
-    let dir = tempfile::Builder::new().prefix("vss-cow-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vss-cow-")
+        .tempdir()
+        .unwrap();
     let m = dir.path().display().to_string();
-    d.vssadmin(&["add", "volume", &format!("/device={dev}"), &format!("/mount={m}")])
-        .ok();
+    d.vssadmin(&[
+        "add",
+        "volume",
+        &format!("/device={dev}"),
+        &format!("/mount={m}"),
+    ])
+    .ok();
     prepare_files(dir.path());
     d.vssadmin(&[
         "add",
@@ -175,10 +186,22 @@ fn main() {
         ),
     );
     let cases: Vec<(String, Figures)> = vec![
-        ("plain logical volume".into(), lvm_case(&vg, "plain", false, 0)),
-        ("thick, 1 snapshot".into(), lvm_case(&vg, "thick1", false, 1)),
-        ("thick, 8 snapshots".into(), lvm_case(&vg, "thick8", false, 8)),
-        ("thin volume, no snapshot".into(), lvm_case(&vg, "thin0", true, 0)),
+        (
+            "plain logical volume".into(),
+            lvm_case(&vg, "plain", false, 0),
+        ),
+        (
+            "thick, 1 snapshot".into(),
+            lvm_case(&vg, "thick1", false, 1),
+        ),
+        (
+            "thick, 8 snapshots".into(),
+            lvm_case(&vg, "thick8", false, 8),
+        ),
+        (
+            "thin volume, no snapshot".into(),
+            lvm_case(&vg, "thin0", true, 0),
+        ),
         ("thin, 1 snapshot".into(), lvm_case(&vg, "thin1", true, 1)),
         ("thin, 8 snapshots".into(), lvm_case(&vg, "thin8", true, 8)),
         (
