@@ -658,3 +658,92 @@ fn lane_lvm_revert_merges_the_shadow_into_its_volume() {
     assert!(shadows_json(&d).is_empty());
     drop(m);
 }
+
+/// Restores `PATH` when dropped (also when the test panics): vssd inherits
+/// the test's environment.
+struct PathGuard(std::ffi::OsString);
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        std::env::set_var("PATH", &self.0);
+    }
+}
+
+fn suspended(dm_name: &str) -> bool {
+    run(
+        "dmsetup",
+        &["info", "-c", "--noheadings", "-o", "suspended", dm_name],
+    )
+    .trim()
+        == "Suspended"
+}
+
+#[test]
+fn lane_lvm_origins_are_resumed_when_vssd_dies_in_the_hold() {
+    if !in_lane("lane_lvm_origins_are_resumed_when_vssd_dies_in_the_hold") {
+        return;
+    }
+    let vg = LaneVg::create("vsslane");
+    let dev = vg.create_thick("data", 128);
+    mkfs("ext4", &dev);
+    let m = Mount::new(&dev, "");
+    let mp = m.path().display().to_string();
+    // An lvm that hangs in lvcreate: vssd dies while the origin is held.
+    let bin = tempfile::tempdir().unwrap();
+    let wrapper = bin.path().join("lvm");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\ncase \" $* \" in *\" lvcreate \"*) sleep 60; exit 1;; esac\nexec /usr/sbin/lvm \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    let _path = PathGuard(old.clone());
+    let mut path = std::ffi::OsString::from(bin.path());
+    path.push(":");
+    path.push(&old);
+    std::env::set_var("PATH", &path);
+    let bus = Bus::start();
+    let mut d = daemon(&bus, "");
+    let create = std::process::Command::new(vss_testkit::system::bin("vssadmin"))
+        .args(["create", "shadow", &format!("/for={mp}")])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &d.address)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let origin = "vsslane-data";
+    let held = vss_testkit::system::wait_for(Duration::from_secs(60), || suspended(origin));
+    assert!(
+        held,
+        "the origin was never suspended; vssd log:\n{}",
+        d.log_text()
+    );
+    d.kill9();
+    let killed = Instant::now();
+    let resumed = vss_testkit::system::wait_for(Duration::from_secs(15), || !suspended(origin));
+    assert!(resumed, "the origin stayed suspended after vssd died");
+    let waited = killed.elapsed();
+    assert!(
+        waited < Duration::from_secs(12),
+        "resumed only after {waited:?}"
+    );
+    // Writable again, and mountable again after an unmount.
+    std::fs::write(m.join("after.txt"), "written\n").unwrap();
+    run("sync", &[]);
+    let mut create = create;
+    let _ = create.kill();
+    let _ = create.wait();
+    drop(m);
+    let again = Mount::new(&dev, "");
+    assert_eq!(
+        std::fs::read_to_string(again.join("after.txt")).unwrap(),
+        "written\n"
+    );
+    drop(again);
+    // The hung lvcreate of the dead vssd must not outlive the test's group.
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 60"])
+        .status();
+}
