@@ -527,27 +527,43 @@ impl CowVolume {
         }
         held.sort_unstable();
         // Runs of consecutive chunks go to the device in one write each (a
-        // 16 KiB write per chunk costs several times the bandwidth).
+        // 16 KiB write per chunk costs several times the bandwidth). A run
+        // that cannot be written goes back to `pending`, so no live data is
+        // dropped and the next barrier tries again.
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;
+        let mut run_chunks: Vec<(u64, (u64, Vec<u8>))> = Vec::new();
+        let flush = |run: &mut Vec<u8>,
+                     run_start: u64,
+                     run_chunks: &mut Vec<(u64, (u64, Vec<u8>))>,
+                     pending: &mut HashMap<u64, (u64, Vec<u8>)>|
+         -> CowResult<()> {
+            let r = self.write_origin(run, run_start);
+            if r.is_err() {
+                pending.extend(run_chunks.drain(..));
+            }
+            run.clear();
+            run_chunks.clear();
+            r
+        };
         for c in held {
-            let Some((_, content)) = pending.remove(&c) else {
+            let Some(entry) = pending.remove(&c) else {
                 continue;
             };
             let at = c * self.cs();
             if !run.is_empty()
                 && (run_start + run.len() as u64 != at || run.len() >= HELD_WRITE_RUN_BYTES)
             {
-                self.write_origin(&run, run_start)?;
-                run.clear();
+                flush(&mut run, run_start, &mut run_chunks, &mut pending)?;
             }
             if run.is_empty() {
                 run_start = at;
             }
-            run.extend_from_slice(&content[..self.chunk_len(c)]);
+            run.extend_from_slice(&entry.1[..self.chunk_len(c)]);
+            run_chunks.push((c, entry));
         }
         if !run.is_empty() {
-            self.write_origin(&run, run_start)?;
+            flush(&mut run, run_start, &mut run_chunks, &mut pending)?;
         }
         Ok(())
     }
