@@ -10,7 +10,14 @@ use std::time::Instant;
 use vss_cow::{CowVolume, CreateOptions, DirStorage, FileBacking, Tuning};
 
 const SIZE: u64 = 256 << 20;
-const BLOCK: usize = 1 << 20;
+/// Write size: 1 MiB, or `COW_BENCH_BLOCK_KIB` (the loop driver may split
+/// requests before they reach the volume server).
+fn block() -> usize {
+    std::env::var("COW_BENCH_BLOCK_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(1 << 20, |k| k << 10)
+}
 
 fn run(shadows: u32, flush_each: bool) -> f64 {
     let dir = tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or("/var/tmp".into())).unwrap();
@@ -36,7 +43,7 @@ fn run(shadows: u32, flush_each: bool) -> f64 {
     for i in 0..shadows {
         vol.create_shadow(u128::from(i) + 1, &[], 0).unwrap();
     }
-    let data = vec![2u8; BLOCK];
+    let data = vec![2u8; block()];
     let start = Instant::now();
     let mut off = 0;
     while off < SIZE {
@@ -44,7 +51,7 @@ fn run(shadows: u32, flush_each: bool) -> f64 {
         if flush_each {
             vol.flush_live().unwrap();
         }
-        off += BLOCK as u64;
+        off += data.len() as u64;
     }
     vol.flush_live().unwrap();
     (SIZE >> 20) as f64 / start.elapsed().as_secs_f64()
@@ -55,7 +62,8 @@ fn main() {
         let base = run(0, flush_each);
         let one = run(1, flush_each);
         println!(
-            "first overwrite, seq 1 MiB{}: 0 shadows {base:.0} MiB/s, 1 shadow {one:.0} MiB/s, ratio {:.2}",
+            "first overwrite, seq {} KiB{}: 0 shadows {base:.0} MiB/s, 1 shadow {one:.0} MiB/s, ratio {:.2}",
+            block() >> 10,
             if flush_each { ", flush after each write" } else { "" },
             one / base
         );
