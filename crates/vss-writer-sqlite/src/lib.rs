@@ -12,8 +12,9 @@
 //!   cannot be opened fails Identify with `VSS_E_WRITERERROR_RETRYABLE`
 //!   naming the file;
 //! * **PrepareForSnapshot**: checkpoints WAL databases on the set's volumes
-//!   (`PRAGMA wal_checkpoint(TRUNCATE)`), so the shadow's database file is
-//!   complete;
+//!   (a passive checkpoint, then `PRAGMA wal_checkpoint(TRUNCATE)` waiting
+//!   at most 250 ms), so the shadow's database file is as complete as the
+//!   load allows;
 //! * **Freeze**: takes the database's write lock (`BEGIN IMMEDIATE` on a
 //!   connection of its own, waiting at most `lock-timeout-ms`) and holds
 //!   it until **Thaw**, **Abort** or BackupShutdown (`ROLLBACK`). With the
