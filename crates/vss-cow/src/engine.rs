@@ -30,7 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use crate::error::{CowError, CowResult};
 use crate::extents::ChunkRanges;
 use crate::format::{
-    self, decode_frame, DeleteReason, Frame, LostReason, Record, Superblock, SUPERBLOCK_SIZE,
+    self, decode_frame, decode_lost_marker, encode_lost_marker, DeleteReason, Frame, LostReason,
+    Record, Superblock, LOST_MARKER_OFFSET, SUPERBLOCK_SIZE,
 };
 use crate::io::{Backing, StorageFiles};
 use crate::state::{Preserved, Shadow, Source, State};
@@ -207,6 +208,7 @@ impl CowVolume {
         let sbf = storage.superblock();
         sbf.write_at(&bytes, 0)
             .and_then(|()| sbf.write_at(&bytes, SUPERBLOCK_SIZE as u64))
+            .and_then(|()| sbf.write_at(&[0u8; SUPERBLOCK_SIZE], LOST_MARKER_OFFSET))
             .and_then(|()| sbf.sync())
             .map_err(|e| CowError::io("cannot write the superblock", e))?;
         let mut frames = Vec::new();
@@ -283,6 +285,25 @@ impl CowVolume {
             .truncate(end)
             .and_then(|()| journal.sync())
             .map_err(|e| CowError::io("cannot trim the journal", e))?;
+        // Shadows marked lost while the journal could not say so.
+        let marker = read_lost_marker(storage.superblock());
+        let mut marked = Vec::new();
+        if let Some(through) = marker {
+            let epochs: Vec<u64> = state
+                .shadows
+                .iter()
+                .filter(|(e, s)| **e <= through && s.lost.is_none())
+                .map(|(e, _)| *e)
+                .collect();
+            for epoch in epochs {
+                let reason = LostReason::PreserveFailed;
+                apply(&mut state, Record::ShadowLost { epoch, reason })?;
+                if let Some(s) = state.shadows.get(&epoch) {
+                    recovery.lost.push((s.shadow_id, reason));
+                }
+                marked.push(Record::ShadowLost { epoch, reason });
+            }
+        }
         let data_len = storage
             .data()
             .len()
@@ -310,6 +331,14 @@ impl CowVolume {
             barrier_gate: Mutex::new(()),
         };
         *lock(&vol.shadow_limit) = (vol.tuning.max_shadows, vol.tuning.evict_at_limit);
+        if marker.is_some() {
+            // Recorded in the journal now; the marker is cleared only once
+            // that is durable, else it stays for the next open.
+            let recorded = vol.append(&marked);
+            if recorded.is_ok() {
+                vol.clear_lost_marker();
+            }
+        }
         recovery.records_checked = vol.check_all_copies(&mut recovery.lost)?;
         lock(&vol.state).rebuild_protection();
         vol.compact_if_worthwhile()?;
@@ -956,6 +985,30 @@ impl CowVolume {
         Ok(())
     }
 
+    /// Sets (or raises) the lost-shadow marker in the superblock file, in
+    /// place: the fallback when the journal cannot record lost shadows, so
+    /// that a restart cannot present them as exact.
+    fn set_lost_marker(&self, through_epoch: u64) {
+        let sbf = self.storage.superblock();
+        let through = read_lost_marker(sbf).map_or(through_epoch, |t| t.max(through_epoch));
+        let written = sbf
+            .write_at(&encode_lost_marker(through), LOST_MARKER_OFFSET)
+            .and_then(|()| sbf.sync());
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot set the lost-shadow marker either; lost shadows are known in memory only");
+        }
+    }
+
+    fn clear_lost_marker(&self) {
+        let sbf = self.storage.superblock();
+        let cleared = sbf
+            .write_at(&[0u8; SUPERBLOCK_SIZE], LOST_MARKER_OFFSET)
+            .and_then(|()| sbf.sync());
+        if let Err(e) = cleared {
+            tracing::warn!(error = %e, "cannot clear the lost-shadow marker (it will be applied again)");
+        }
+    }
+
     fn emit(&self, event: &Event) {
         if let Some(sink) = &self.sink {
             sink(event);
@@ -981,7 +1034,9 @@ impl CowVolume {
             .map(|&epoch| Record::ShadowLost { epoch, reason })
             .collect();
         if let Err(e) = self.append_locked(&mut jt, &records) {
-            tracing::error!(error = %e, "cannot record lost shadows in the journal");
+            tracing::error!(error = %e, "cannot record lost shadows in the journal; setting the lost-shadow marker");
+            let through = fresh.iter().copied().max().unwrap_or(0);
+            self.set_lost_marker(through);
         }
         let mut lost_ids = Vec::new();
         {
@@ -1385,6 +1440,14 @@ fn readable_epoch(st: &State, shadow_id: u128) -> CowResult<u64> {
         Some(reason) => Err(CowError::ShadowLost { shadow_id, reason }),
         None => Ok(epoch),
     }
+}
+
+/// The lost-shadow marker's epoch, if one is set (storage made before the
+/// marker existed has no block for it: none).
+fn read_lost_marker(f: &dyn Backing) -> Option<u64> {
+    let mut b = vec![0u8; SUPERBLOCK_SIZE];
+    f.read_at(&mut b, LOST_MARKER_OFFSET).ok()?;
+    decode_lost_marker(&b)
 }
 
 fn read_superblock(f: &dyn Backing) -> CowResult<Superblock> {

@@ -24,6 +24,37 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Size of one superblock copy; the file holds two.
 pub const SUPERBLOCK_SIZE: usize = 4096;
 
+/// Offset, in the superblock file, of the lost-shadow marker block: written
+/// (zeros) at creation so that setting it later needs no new space.
+pub const LOST_MARKER_OFFSET: u64 = 2 * SUPERBLOCK_SIZE as u64;
+pub const LOST_MARKER_MAGIC: [u8; 8] = *b"VSSLOST\x01";
+
+/// The lost-shadow marker: set when shadows had to be marked lost but the
+/// journal could not record it. Every shadow with an epoch up to
+/// `through_epoch` counts as lost at the next open (more than needed is
+/// safe; fewer would not be). A zero block is no marker; a block with the
+/// magic and a bad checksum (a torn write of the marker) means every shadow.
+pub fn encode_lost_marker(through_epoch: u64) -> [u8; SUPERBLOCK_SIZE] {
+    let mut b = [0u8; SUPERBLOCK_SIZE];
+    b[..8].copy_from_slice(&LOST_MARKER_MAGIC);
+    b[8..16].copy_from_slice(&through_epoch.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..SUPERBLOCK_SIZE - 4]);
+    b[SUPERBLOCK_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// `Some(through_epoch)` when `b` holds a marker (see [`encode_lost_marker`]).
+pub fn decode_lost_marker(b: &[u8]) -> Option<u64> {
+    if b.len() < SUPERBLOCK_SIZE || b[..8] != LOST_MARKER_MAGIC {
+        return None;
+    }
+    let stored = u32::from_le_bytes(b[SUPERBLOCK_SIZE - 4..SUPERBLOCK_SIZE].try_into().ok()?);
+    if crc32c::crc32c(&b[..SUPERBLOCK_SIZE - 4]) != stored {
+        return Some(u64::MAX);
+    }
+    Some(u64::from_le_bytes(b[8..16].try_into().ok()?))
+}
+
 /// Chunk sizes the engine accepts: powers of two from 4 KiB to 1 MiB.
 pub const MIN_CHUNK_SIZE: u32 = 4096;
 pub const MAX_CHUNK_SIZE: u32 = 1 << 20;

@@ -119,6 +119,8 @@ pub struct MemBacking {
 struct MemInner {
     bytes: Vec<u8>,
     capacity: Option<u64>,
+    /// Every write, reserve and sync fails with EIO (a dying disk).
+    failing: bool,
 }
 
 impl MemBacking {
@@ -131,6 +133,20 @@ impl MemBacking {
     pub fn with_capacity_limit(self, capacity: u64) -> Self {
         self.lock().capacity = Some(capacity);
         self
+    }
+
+    /// From now on, writes, reserves and syncs fail with EIO (or work
+    /// again): for tests of the failure paths.
+    pub fn set_failing(&self, failing: bool) {
+        self.lock().failing = failing;
+    }
+
+    fn check_failing(&self) -> io::Result<()> {
+        if self.lock().failing {
+            Err(io::Error::from_raw_os_error(5)) // EIO
+        } else {
+            Ok(())
+        }
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
@@ -155,6 +171,7 @@ impl Backing for MemBacking {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_failing()?;
         let mut g = self.lock();
         let start = offset as usize;
         let end = start + buf.len();
@@ -169,7 +186,7 @@ impl Backing for MemBacking {
     }
 
     fn sync(&self) -> io::Result<()> {
-        Ok(())
+        self.check_failing()
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -177,6 +194,7 @@ impl Backing for MemBacking {
     }
 
     fn reserve(&self, len: u64) -> io::Result<()> {
+        self.check_failing()?;
         let mut g = self.lock();
         if len as usize > g.bytes.len() {
             if g.capacity.is_some_and(|c| len > c) {
@@ -298,6 +316,16 @@ impl MemStorage {
             data,
             journal: Arc::new(Mutex::new(MemBacking::new(0))),
         }
+    }
+}
+
+impl MemStorage {
+    /// The journal as it is now (shares its bytes and failure switch).
+    pub fn journal_backing(&self) -> MemBacking {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
