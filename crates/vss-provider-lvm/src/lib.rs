@@ -529,9 +529,18 @@ impl LvmProvider {
         if devices.is_empty() {
             return Ok(());
         }
+        // No guard, no hold: without it a vssd dying here would leave the
+        // volumes suspended.
+        let Some(guard) = spawn_resume_guard(&devices) else {
+            return Err(VssError::new(
+                VssCode::UnexpectedProviderError,
+                "cannot start the process that guards the hold (sh, timeout, dmsetup)",
+            )
+            .with_hint("Check that coreutils and dmsetup are installed, then retry."));
+        };
+        let guard = Some(guard);
         self.holding
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let guard = spawn_resume_guard(&devices);
         let mut suspended = Vec::new();
         for d in &devices {
             if let Err(e) = dmsetup(&["suspend", d]) {
