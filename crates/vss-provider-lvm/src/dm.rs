@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+/// The device-mapper control node; absent when the kernel has no dm.
+pub const CONTROL: &str = "/dev/mapper/control";
+
 /// What device-mapper says about one device.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DmStatus {

@@ -103,6 +103,8 @@ pub struct LvmProvider {
     hold: Mutex<Option<Hold>>,
     /// Set while origins are suspended: the watcher then leaves LVM alone.
     holding: std::sync::atomic::AtomicBool,
+    /// Whether the watcher already said device-mapper is missing.
+    dm_absent_logged: std::sync::atomic::AtomicBool,
     evicted: Mutex<Vec<(Guid, String)>>,
     /// One watcher pass at a time (the thread, `evicted`, `prepare`).
     pass: Mutex<()>,
@@ -226,6 +228,7 @@ impl LvmProvider {
             planned: Mutex::new(BTreeMap::new()),
             hold: Mutex::new(None),
             holding: std::sync::atomic::AtomicBool::new(false),
+            dm_absent_logged: std::sync::atomic::AtomicBool::new(false),
             evicted: Mutex::new(Vec::new()),
             pass: Mutex::new(()),
         }
@@ -251,6 +254,19 @@ impl LvmProvider {
         if self.holding.load(std::sync::atomic::Ordering::SeqCst) {
             return Vec::new();
         }
+        // Without device-mapper there is nothing to watch: say so once
+        // instead of running dmsetup four times a second for nothing.
+        if !std::path::Path::new(dm::CONTROL).exists() {
+            if !self
+                .dm_absent_logged
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::info!("device-mapper is not available ({} missing); the LVM provider stays idle until it is", dm::CONTROL);
+            }
+            return Vec::new();
+        }
+        self.dm_absent_logged
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
         let status = match dm::status_all() {
             Ok(s) => s,

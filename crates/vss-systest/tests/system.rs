@@ -465,6 +465,28 @@ fn priv_sys_kill9_while_holding_thaws_and_reports() {
         o.stdout
     );
     assert!(d.log_text().contains("aborted snapshot set found at start"));
+
+    // A second vssd on the same state refuses before touching anything, and
+    // the running one keeps serving.
+    let second = Command::new(bin("vssd"))
+        .arg("--config")
+        .arg(&d.config)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &d.address)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second vssd ran: {err}");
+    assert!(err.contains("0x8004230D"), "{err}");
+    d.run(Command::new("busctl").args([
+        "--address",
+        &d.address.clone(),
+        "call",
+        "org.vss.Vssd",
+        "/org/vss/Vssd",
+        "org.vss.Requestor1",
+        "ListAbortedSets",
+    ]))
+    .ok();
 }
 
 #[test]

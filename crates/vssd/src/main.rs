@@ -84,6 +84,33 @@ fn init_logging() {
         .init();
 }
 
+/// Takes the exclusive lock on `state_dir/vssd.lock`; the kernel drops it when
+/// this process ends, however it ends.
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = state_dir.join("vssd.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(VssError::new(
+            VssCode::ObjectAlreadyExists,
+            format!(
+                "another vssd is running on the state directory {}",
+                state_dir.display()
+            ),
+        )
+        .with_hint("Stop the other vssd first (`systemctl stop vssd`).")
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -131,6 +158,9 @@ async fn run(args: Args) -> Result<()> {
         .mode(0o700)
         .create(&cfg.state_dir)
         .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    // The state directory is the lock: a second vssd started by mistake must
+    // stop here, before it thaws or undoes the running one's work.
+    let _state_lock = lock_state_dir(&cfg.state_dir)?;
     let catalog = Arc::new(Catalog::open(&cfg.state_dir.join("catalog.db"))?);
 
     let mut providers = Registry::new();
@@ -214,6 +244,9 @@ async fn run(args: Args) -> Result<()> {
         allowed_writer_uids: cfg.allowed_writer_uids.clone(),
     });
 
+    // Thaw and undo whatever a crashed vssd left behind before serving, so
+    // a frozen filesystem is released as early as possible.
+    core.recover().await?;
     let conn = zbus::Connection::system().await.map_err(|e| {
         VssError::new(
             VssCode::WriterInfrastructure,
@@ -222,35 +255,6 @@ async fn run(args: Args) -> Result<()> {
         .with_hint("Start the D-Bus system bus (dbus.service), or set DBUS_SYSTEM_BUS_ADDRESS.")
     })?;
     let dbus = DBusProxy::new(&conn).await?;
-    // Own the name before touching any state: a second vssd started by
-    // mistake must stop here, not thaw or undo the running one's work.
-    let reply = dbus
-        .request_name(
-            vss_dbus::SERVICE_NAME.try_into()?,
-            RequestNameFlags::DoNotQueue.into(),
-        )
-        .await
-        .map_err(|e| {
-            VssError::new(
-                VssCode::AccessDenied,
-                format!("cannot own {} on the system bus: {e}", vss_dbus::SERVICE_NAME),
-            )
-            .with_hint("Install dist/dbus/org.vss.Vssd.conf in /etc/dbus-1/system.d/ and run vssd as root.")
-        })?;
-    if reply != RequestNameReply::PrimaryOwner {
-        return Err(VssError::new(
-            VssCode::ObjectAlreadyExists,
-            format!(
-                "{} is already owned on this bus: another vssd is running",
-                vss_dbus::SERVICE_NAME
-            ),
-        )
-        .with_hint("Stop the other vssd first (`systemctl stop vssd`).")
-        .into());
-    }
-    // Thaw and undo whatever a crashed vssd left behind before serving, so
-    // a frozen filesystem is released as early as possible.
-    core.recover().await?;
     conn.object_server()
         .at(
             vss_dbus::SERVICE_PATH,
@@ -285,6 +289,32 @@ async fn run(args: Args) -> Result<()> {
     tokio::spawn(bus::watch_disconnects(core.clone(), dbus.clone()));
 
     load_exec_writers(&core, &cfg.writers_dir);
+    // The name is owned last: clients see the service only once every
+    // interface answers (a call that arrives earlier would get no reply).
+    let reply = dbus
+        .request_name(
+            vss_dbus::SERVICE_NAME.try_into()?,
+            RequestNameFlags::DoNotQueue.into(),
+        )
+        .await
+        .map_err(|e| {
+            VssError::new(
+                VssCode::AccessDenied,
+                format!("cannot own {} on the system bus: {e}", vss_dbus::SERVICE_NAME),
+            )
+            .with_hint("Install dist/dbus/org.vss.Vssd.conf in /etc/dbus-1/system.d/ and run vssd as root.")
+        })?;
+    if reply != RequestNameReply::PrimaryOwner {
+        return Err(VssError::new(
+            VssCode::ObjectAlreadyExists,
+            format!(
+                "{} is already owned on this bus: another vssd is running",
+                vss_dbus::SERVICE_NAME
+            ),
+        )
+        .with_hint("Stop the other vssd first (`systemctl stop vssd`).")
+        .into());
+    }
 
     tracing::info!(event_id = EventId::ServiceStarted.id(), state_dir = %cfg.state_dir.display(), "vssd started");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
