@@ -33,7 +33,7 @@ use crate::format::{
     self, decode_frame, decode_lost_marker, encode_lost_marker, DeleteReason, Frame, LostReason,
     Record, Superblock, LOST_MARKER_OFFSET, SUPERBLOCK_SIZE,
 };
-use crate::io::{Backing, StorageFiles};
+use crate::io::{AlignedBuf, Backing, StorageFiles};
 use crate::state::{Preserved, Shadow, Source, State};
 
 /// Something that happened to shadows without being asked for: the
@@ -65,6 +65,9 @@ pub struct Tuning {
     /// Compact the journal once it is this large and four times what a
     /// compacted one would be.
     pub compact_after_bytes: u64,
+    /// How far [`CowVolume::prepare_storage`] keeps the data file written
+    /// and synced beyond the slots in use (within the maximum size).
+    pub prepare_ahead: u64,
 }
 
 impl Default for Tuning {
@@ -74,6 +77,7 @@ impl Default for Tuning {
             max_shadows: 64,
             evict_at_limit: false,
             compact_after_bytes: 8 << 20,
+            prepare_ahead: 64 << 20,
         }
     }
 }
@@ -686,7 +690,9 @@ impl CowVolume {
         // wait in `pending` until the next barrier makes copies and records
         // durable (`barrier_locked`).
         let cs = self.cs() as usize;
-        let mut buf = vec![0u8; cs * chunks.len()];
+        // Aligned, so the copies can go to the data file past the page cache.
+        let mut aligned = AlignedBuf::zeroed(cs * chunks.len());
+        let buf = aligned.as_mut_slice();
         // Consecutive chunks are read in one go.
         let mut i = 0;
         while i < chunks.len() {
@@ -712,7 +718,7 @@ impl CowVolume {
             while j < slots.len() && slots[j] == slots[j - 1] + 1 {
                 j += 1;
             }
-            data.write_at(&buf[i * cs..j * cs], slots[i] * self.cs())
+            data.write_at_direct(&buf[i * cs..j * cs], slots[i] * self.cs())
                 .map_err(|e| CopyError::from_io("cannot write preserved chunks", e))?;
             i = j;
         }
@@ -792,6 +798,54 @@ impl CowVolume {
             .map(|_| st.free_slots.pop_first().expect("counted above"))
             .collect();
         Ok(Ok(slots))
+    }
+
+    /// Keeps the data file written (zeros) and synced up to
+    /// `prepare_ahead` beyond the slots allocated so far, within the
+    /// maximum size. Meant for a background thread: copies then land on
+    /// blocks the filesystem has already allocated and recorded, so the
+    /// sync that makes them durable writes data only, and the file's growth
+    /// costs the writers nothing. Stops quietly when the filesystem is full
+    /// (the copy path handles that). Returns the bytes added.
+    pub fn prepare_storage(&self) -> CowResult<u64> {
+        const STEP: u64 = 1 << 20;
+        let cs = self.cs();
+        let data = self.storage.data();
+        let mut added = 0;
+        loop {
+            // Same lock order as `allocate_slots` (journal, then state);
+            // the state lock keeps allocation from growing the file at the
+            // same time, so zeros never land on a slot handed out.
+            let journal_bytes = lock(&self.journal).reserved;
+            let st = lock(&self.state);
+            let limit = st
+                .max_bytes
+                .map_or(u64::MAX, |m| m.saturating_sub(journal_bytes) / cs * cs);
+            let want = (st.allocated_slots * cs)
+                .saturating_add(self.tuning.prepare_ahead)
+                .min(limit)
+                / cs
+                * cs;
+            let cur = data
+                .len()
+                .map_err(|e| CowError::io("cannot read the data file's size", e))?;
+            if cur >= want {
+                break;
+            }
+            let end = (cur + STEP).min(want);
+            if let Err(e) = data.reserve(end) {
+                if is_enospc(&e) {
+                    break;
+                }
+                return Err(CowError::io("cannot prepare shadow storage", e));
+            }
+            added += end - cur;
+        }
+        if added > 0 {
+            data.sync()
+                .map_err(|e| CowError::io("cannot sync prepared shadow storage", e))?;
+        }
+        Ok(added)
     }
 
     fn release_slots(&self, slots: &[u64]) {
@@ -1184,9 +1238,11 @@ impl CowVolume {
     pub fn usage(&self) -> Usage {
         let journal = lock(&self.journal).reserved;
         let st = lock(&self.state);
+        // Space prepared ahead of allocation is taken on disk too.
+        let data_len = self.storage.data().len().unwrap_or(0);
         Usage {
             used_bytes: st.used_slots() * self.cs() + journal,
-            allocated_bytes: st.allocated_slots * self.cs() + journal,
+            allocated_bytes: (st.allocated_slots * self.cs()).max(data_len) + journal,
             max_bytes: st.max_bytes,
             shadow_count: st.shadows.len() as u32,
         }

@@ -14,6 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub trait Backing: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Like `write_at`, but past the page cache where the store allows it
+    /// and `buf`, `offset` and the length are aligned to [`DIRECT_ALIGN`].
+    /// Durable, like any write, only after `sync`.
+    fn write_at_direct(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_at(buf, offset)
+    }
     /// Returns when every completed write is durable.
     fn sync(&self) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
@@ -26,9 +32,45 @@ pub trait Backing: Send + Sync {
     fn truncate(&self, len: u64) -> io::Result<()>;
 }
 
+/// Alignment of buffers, offsets and lengths for direct I/O.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A zeroed byte buffer whose start is aligned to [`DIRECT_ALIGN`], so it
+/// can be written with direct I/O.
+pub struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let raw = vec![0u8; len + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        AlignedBuf { raw, start, len }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+fn is_aligned(buf: &[u8], offset: u64) -> bool {
+    buf.as_ptr().align_offset(DIRECT_ALIGN) == 0
+        && buf.len() % DIRECT_ALIGN == 0
+        && offset % DIRECT_ALIGN as u64 == 0
+}
+
 /// A file or block device.
 pub struct FileBacking {
     file: File,
+    /// The same file opened with `O_DIRECT`, for [`Backing::write_at_direct`];
+    /// None where the filesystem refuses direct I/O (tmpfs).
+    direct: Option<File>,
     is_block_device: bool,
 }
 
@@ -36,6 +78,19 @@ impl FileBacking {
     pub fn open(path: &Path, writable: bool) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(writable).open(path)?;
         Self::from_file(file)
+    }
+
+    /// Also opens `path` for direct writes, where the filesystem allows.
+    /// Shadow storage's data file uses them for copies: they need no page
+    /// cache (whose fresh pages cost more than the disk write on some
+    /// machines), and a later sync flushes only the device cache.
+    pub fn with_direct_writes(mut self, path: &Path) -> Self {
+        self.direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
+        self
     }
 
     pub fn create_new(path: &Path) -> io::Result<Self> {
@@ -53,6 +108,7 @@ impl FileBacking {
         let is_block_device = file.metadata()?.file_type().is_block_device();
         Ok(FileBacking {
             file,
+            direct: None,
             is_block_device,
         })
     }
@@ -65,6 +121,13 @@ impl Backing for FileBacking {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
+    }
+
+    fn write_at_direct(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match &self.direct {
+            Some(d) if is_aligned(buf, offset) => d.write_all_at(buf, offset),
+            _ => self.file.write_all_at(buf, offset),
+        }
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -93,11 +156,13 @@ impl Backing for FileBacking {
         if len <= cur {
             return Ok(());
         }
-        let zeros = vec![0u8; STEP];
+        // Direct writes where possible: dirty zero pages in the cache would
+        // have to reach the disk before a direct write of a copy over them.
+        let zeros = AlignedBuf::zeroed(STEP);
         let mut off = cur;
         while off < len {
             let n = (len - off).min(STEP as u64) as usize;
-            self.file.write_all_at(&zeros[..n], off)?;
+            self.write_at_direct(&zeros.as_slice()[..n], off)?;
             off += n as u64;
         }
         Ok(())
@@ -237,7 +302,8 @@ impl DirStorage {
     /// Creates the files in `dir`, which must exist and hold none of them.
     pub fn create(dir: &Path) -> io::Result<Self> {
         let superblock = FileBacking::create_new(&dir.join(SUPERBLOCK_FILE))?;
-        let data = FileBacking::create_new(&dir.join(DATA_FILE))?;
+        let data = FileBacking::create_new(&dir.join(DATA_FILE))?
+            .with_direct_writes(&dir.join(DATA_FILE));
         let journal = FileBacking::create_new(&dir.join(JOURNAL_FILE))?;
         sync_dir(dir)?;
         Ok(DirStorage {
@@ -252,7 +318,8 @@ impl DirStorage {
         Ok(DirStorage {
             dir: dir.to_owned(),
             superblock: FileBacking::open(&dir.join(SUPERBLOCK_FILE), true)?,
-            data: FileBacking::open(&dir.join(DATA_FILE), true)?,
+            data: FileBacking::open(&dir.join(DATA_FILE), true)?
+                .with_direct_writes(&dir.join(DATA_FILE)),
             journal: Mutex::new(Arc::new(FileBacking::open(&dir.join(JOURNAL_FILE), true)?)),
         })
     }

@@ -29,6 +29,7 @@ fn tuning() -> Tuning {
         max_shadows: 12,
         evict_at_limit: true,
         compact_after_bytes: 32 << 10,
+        prepare_ahead: 128 << 10,
     }
 }
 
@@ -106,6 +107,11 @@ fn child(dir: &Path, seed: u64) -> ! {
                     out.flush().unwrap();
                     vol.delete_shadow(s.shadow_id).unwrap();
                 }
+            }
+            2 => {
+                // What the volume server's background threads do.
+                vol.prepare_storage().unwrap();
+                vol.flush_held().unwrap();
             }
             _ => {
                 let len = (1 + rng.below(16)) * 4096 - rng.below(3) * 512;

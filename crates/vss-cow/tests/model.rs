@@ -52,6 +52,8 @@ enum Op {
     Reopen,
     /// A background barrier (what the volume server's flusher runs).
     FlushHeld,
+    /// Background preparation of the data file ahead of allocation.
+    Prepare,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -69,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => proptest::option::of(0u64..64 * CHUNK as u64).prop_map(|max| Op::SetMax { max }),
         1 => Just(Op::Reopen),
         3 => Just(Op::FlushHeld),
+        3 => Just(Op::Prepare),
     ]
 }
 
@@ -217,6 +220,9 @@ impl Harness {
                 prop_assert!(buf[..] == self.live[*offset as usize..*offset as usize + len]);
             }
             Op::CheckAll => self.check_all()?,
+            Op::Prepare => {
+                self.vol().prepare_storage().expect("prepare storage");
+            }
             Op::FlushHeld => {
                 self.vol().flush_held().expect("flush held");
                 prop_assert_eq!(self.vol().held_bytes(), 0);
@@ -306,6 +312,7 @@ fn small_tuning(evict_at_limit: bool) -> Tuning {
         max_shadows: 6,
         evict_at_limit,
         compact_after_bytes: 2048,
+        prepare_ahead: 3 * u64::from(CHUNK),
     }
 }
 

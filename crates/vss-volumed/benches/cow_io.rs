@@ -1046,6 +1046,68 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
+/// Focused mode (`COW_BENCH_SEQ_FIRST_ROUNDS=N`, at most 64): only the
+/// sequential first overwrite, N rounds on a volume where a new shadow is
+/// cut before each round (so every round overwrites chunks that shadow
+/// needs) against N rounds on a volume with storage and no shadow,
+/// alternating; prints the medians and their ratio. Long
+/// enough to profile, and steadier than the single first overwrite of the
+/// full run.
+fn seq_first_rounds(s: &Settings, rounds: usize) {
+    let root = tempfile::Builder::new()
+        .prefix("vss-cow-bench-")
+        .tempdir_in(&s.base)
+        .expect("cannot create the bench directory");
+    let servers: Vec<Server> = (0..2)
+        .map(|_| {
+            let server = Server::start(root.path(), s.image_mb);
+            server.add_storage();
+            let dir = server.mnt().join("bench");
+            std::fs::create_dir_all(&dir).unwrap();
+            seq_write(&dir.join("old_seq"), s.file_mb);
+            server
+        })
+        .collect();
+    run("sync", &[]);
+    let reuse = std::env::var("COW_BENCH_SEQ_FIRST_REUSE").as_deref() == Ok("1");
+    let mut results: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds.min(64) {
+        for (k, server) in servers.iter().enumerate() {
+            check_interrupt();
+            if k == 1 {
+                // With COW_BENCH_SEQ_FIRST_REUSE=1 the previous shadow goes
+                // first, so the copies land in slots freed by it; else the
+                // storage grows by the file's size every round.
+                if round > 0 && reuse {
+                    let r = server.call(&Request::Delete {
+                        shadow_id: id_text(0x3000 + round as u128 - 1),
+                    });
+                    assert_eq!(r, Reply::Ok);
+                }
+                server.cut(0x3000 + round as u128);
+            }
+            let before = server.used_bytes();
+            let r = seq_write(&server.mnt().join("bench").join("old_seq"), s.file_mb);
+            eprintln!(
+                "cow_io: seq first overwrite, round {round}, {} shadow: {:.1} MiB/s (storage +{:.1} MiB)",
+                k,
+                mib(r.bw),
+                mib(server.used_bytes().saturating_sub(before) as f64)
+            );
+            results[k].push(mib(r.bw));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (zero, one) = (median(&mut results[0]), median(&mut results[1]));
+    println!(
+        "seq 1 MiB first overwrite, median of {rounds}: 0 shadows {zero:.0} MiB/s, 1 shadow {one:.0} MiB/s, ratio {:.2}",
+        one / zero
+    );
+}
+
 fn main() {
     if let Some(problem) = missing_prerequisite() {
         if std::env::var(vss_testkit::ALLOW_SKIP_ENV).as_deref() == Ok("1") {
@@ -1062,6 +1124,13 @@ fn main() {
     install_signal_handlers();
     let started = Instant::now();
     let settings = Settings::from_env();
+    if let Some(rounds) = std::env::var("COW_BENCH_SEQ_FIRST_ROUNDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        seq_first_rounds(&settings, rounds.max(1));
+        return;
+    }
     let root = tempfile::Builder::new()
         .prefix("vss-cow-bench-")
         .tempdir_in(&settings.base)

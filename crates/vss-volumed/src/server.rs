@@ -190,6 +190,7 @@ impl VolumeServer {
         });
         server.start_event_thread();
         server.start_flusher_thread();
+        server.start_preparer_thread();
         if let Some(storage) = &config.storage {
             server.open_storage(&storage.dir)?;
         }
@@ -262,6 +263,39 @@ impl VolumeServer {
                 }
             })
             .expect("spawn the flusher thread");
+    }
+
+    /// Keeps shadow storage's data file written and synced ahead of the
+    /// copies (`CowVolume::prepare_storage`), so that growing it is not
+    /// paid inside a writer's request.
+    fn start_preparer_thread(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("volume-preparer".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let Some(server) = weak.upgrade() else { break };
+                    if server.is_stopping() {
+                        break;
+                    }
+                    let Some(engine) = server.engine() else {
+                        continue;
+                    };
+                    match engine.prepare_storage() {
+                        Ok(_) => failing = false,
+                        // Once per failure streak: the copy path reports
+                        // what it cannot do itself.
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "cannot prepare shadow storage ahead");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .expect("spawn the preparer thread");
     }
 
     /// Engine events arrive here, off the engine's locks.
