@@ -142,8 +142,17 @@ pub struct CowVolume {
     /// (and the epoch their copy is tagged with): they reach the device
     /// only after the next barrier. Live reads see them.
     pending: RwLock<HashMap<u64, (u64, Vec<u8>)>>,
-    /// One barrier at a time.
-    barrier_gate: Mutex<()>,
+    /// Held while the data file's length changes or zeros are written past
+    /// it (`prepare_storage`), so no zeros land on a slot being handed out.
+    /// Taken after `state` when both are held.
+    grow: Mutex<()>,
+    /// The buffer old contents are read into and written to the data file
+    /// from; `copy_chunks` runs under `cow`, so one is enough.
+    copy_buf: Mutex<AlignedBuf>,
+    /// One barrier at a time; holds the buffer runs of held chunks are
+    /// gathered in, kept from one barrier to the next (a fresh buffer each
+    /// time costs page faults on every byte).
+    barrier_gate: Mutex<Vec<u8>>,
 }
 
 /// Live data held back for the barrier is bounded: past this, a write
@@ -332,7 +341,9 @@ impl CowVolume {
             copies_made: AtomicU64::new(0),
             shadow_limit: Mutex::new((0, false)),
             pending: RwLock::new(HashMap::new()),
-            barrier_gate: Mutex::new(()),
+            grow: Mutex::new(()),
+            copy_buf: Mutex::new(AlignedBuf::zeroed(0)),
+            barrier_gate: Mutex::new(Vec::new()),
         };
         *lock(&vol.shadow_limit) = (vol.tuning.max_shadows, vol.tuning.evict_at_limit);
         if marker.is_some() {
@@ -528,7 +539,7 @@ impl CowVolume {
         if held.is_empty() {
             return Ok(());
         }
-        let _gate = lock(&self.barrier_gate);
+        let mut gate = lock(&self.barrier_gate);
         let data = self.storage.data();
         let journal = self.storage.journal();
         let (data_synced, journal_synced) = std::thread::scope(|s| {
@@ -563,7 +574,8 @@ impl CowVolume {
         // 16 KiB write per chunk costs several times the bandwidth). A run
         // that cannot be written goes back to `pending`, so no live data is
         // dropped and the next barrier tries again.
-        let mut run: Vec<u8> = Vec::new();
+        let run: &mut Vec<u8> = &mut gate;
+        run.clear();
         let mut run_start = 0;
         let mut run_chunks: Vec<(u64, (u64, Vec<u8>))> = Vec::new();
         let flush = |run: &mut Vec<u8>,
@@ -587,7 +599,7 @@ impl CowVolume {
             if !run.is_empty()
                 && (run_start + run.len() as u64 != at || run.len() >= HELD_WRITE_RUN_BYTES)
             {
-                flush(&mut run, run_start, &mut run_chunks, &mut pending)?;
+                flush(run, run_start, &mut run_chunks, &mut pending)?;
             }
             if run.is_empty() {
                 run_start = at;
@@ -596,7 +608,7 @@ impl CowVolume {
             run_chunks.push((c, entry));
         }
         if !run.is_empty() {
-            flush(&mut run, run_start, &mut run_chunks, &mut pending)?;
+            flush(run, run_start, &mut run_chunks, &mut pending)?;
         }
         Ok(())
     }
@@ -691,8 +703,11 @@ impl CowVolume {
         // durable (`barrier_locked`).
         let cs = self.cs() as usize;
         // Aligned, so the copies can go to the data file past the page cache.
-        let mut aligned = AlignedBuf::zeroed(cs * chunks.len());
-        let buf = aligned.as_mut_slice();
+        let mut copy_buf = lock(&self.copy_buf);
+        if copy_buf.len() < cs * chunks.len() {
+            *copy_buf = AlignedBuf::zeroed(cs * chunks.len());
+        }
+        let buf = &mut copy_buf.as_mut_slice()[..cs * chunks.len()];
         // Consecutive chunks are read in one go.
         let mut i = 0;
         while i < chunks.len() {
@@ -772,14 +787,19 @@ impl CowVolume {
             }
             let step = (self.tuning.grow_step / cs).max(1);
             let target = (st.allocated_slots + fresh.max(step)).min(max_slots);
+            // Sparse growth: the copies allocate their blocks as they are
+            // written (zeros first would double the writes on this path);
+            // a full filesystem shows as ENOSPC on the copy, which evicts.
+            // `prepare_storage` normally keeps written blocks ahead.
             let data = self.storage.data();
-            if let Err(e) = data.reserve(target * cs) {
+            let _grow = lock(&self.grow);
+            if let Err(e) = data.extend(target * cs) {
                 if !is_enospc(&e) {
                     return Err(CowError::io("cannot grow the shadow storage", e));
                 }
                 // A smaller step may still fit.
                 let exact = st.allocated_slots + fresh;
-                if let Err(e) = data.reserve(exact * cs) {
+                if let Err(e) = data.extend(exact * cs) {
                     if is_enospc(&e) {
                         return Ok(Err(Shortage::StorageFull));
                     }
@@ -813,19 +833,21 @@ impl CowVolume {
         let data = self.storage.data();
         let mut added = 0;
         loop {
-            // Same lock order as `allocate_slots` (journal, then state);
-            // the state lock keeps allocation from growing the file at the
-            // same time, so zeros never land on a slot handed out.
             let journal_bytes = lock(&self.journal).reserved;
-            let st = lock(&self.state);
-            let limit = st
-                .max_bytes
-                .map_or(u64::MAX, |m| m.saturating_sub(journal_bytes) / cs * cs);
-            let want = (st.allocated_slots * cs)
+            let (max_bytes, allocated) = {
+                let st = lock(&self.state);
+                (st.max_bytes, st.allocated_slots)
+            };
+            let limit = max_bytes.map_or(u64::MAX, |m| m.saturating_sub(journal_bytes) / cs * cs);
+            let want = (allocated * cs)
                 .saturating_add(self.tuning.prepare_ahead)
                 .min(limit)
                 / cs
                 * cs;
+            // Zeros go only past the file's end, and allocation grows the
+            // file only under the same lock, so they never land on a slot
+            // handed out. The state lock is not held: writers need it.
+            let _grow = lock(&self.grow);
             let cur = data
                 .len()
                 .map_err(|e| CowError::io("cannot read the data file's size", e))?;
@@ -1319,7 +1341,12 @@ impl CowVolume {
         while end > 0 && st.free_slots.contains(&(end - 1)) {
             end -= 1;
         }
-        if end == st.allocated_slots {
+        // Space prepared past the allocated slots goes too.
+        let _grow = lock(&self.grow);
+        let len = data
+            .len()
+            .map_err(|e| CowError::io("cannot read the data file's size", e))?;
+        if end == st.allocated_slots && len <= end * cs {
             return Ok(());
         }
         data.truncate(end * cs)

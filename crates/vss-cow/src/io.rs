@@ -29,6 +29,12 @@ pub trait Backing: Send + Sync {
     /// Reserves space so that writes below `len` cannot fail for lack of
     /// space; grows the store if needed. `ENOSPC` when the filesystem is full.
     fn reserve(&self, len: u64) -> io::Result<()>;
+    /// Grows the store to `len` without taking the space yet, where the
+    /// store can (a sparse file): writes below `len` may then fail with
+    /// `ENOSPC`. By default the same as `reserve`.
+    fn extend(&self, len: u64) -> io::Result<()> {
+        self.reserve(len)
+    }
     fn truncate(&self, len: u64) -> io::Result<()>;
 }
 
@@ -50,6 +56,14 @@ impl AlignedBuf {
         AlignedBuf { raw, start, len }
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         &self.raw[self.start..self.start + self.len]
     }
@@ -61,8 +75,8 @@ impl AlignedBuf {
 
 fn is_aligned(buf: &[u8], offset: u64) -> bool {
     buf.as_ptr().align_offset(DIRECT_ALIGN) == 0
-        && buf.len() % DIRECT_ALIGN == 0
-        && offset % DIRECT_ALIGN as u64 == 0
+        && buf.len().is_multiple_of(DIRECT_ALIGN)
+        && offset.is_multiple_of(DIRECT_ALIGN as u64)
 }
 
 /// A file or block device.
@@ -166,6 +180,13 @@ impl Backing for FileBacking {
             off += n as u64;
         }
         Ok(())
+    }
+
+    fn extend(&self, len: u64) -> io::Result<()> {
+        if self.is_block_device || len <= self.len()? {
+            return Ok(());
+        }
+        self.file.set_len(len)
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
@@ -302,8 +323,8 @@ impl DirStorage {
     /// Creates the files in `dir`, which must exist and hold none of them.
     pub fn create(dir: &Path) -> io::Result<Self> {
         let superblock = FileBacking::create_new(&dir.join(SUPERBLOCK_FILE))?;
-        let data = FileBacking::create_new(&dir.join(DATA_FILE))?
-            .with_direct_writes(&dir.join(DATA_FILE));
+        let data =
+            FileBacking::create_new(&dir.join(DATA_FILE))?.with_direct_writes(&dir.join(DATA_FILE));
         let journal = FileBacking::create_new(&dir.join(JOURNAL_FILE))?;
         sync_dir(dir)?;
         Ok(DirStorage {

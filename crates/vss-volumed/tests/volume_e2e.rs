@@ -413,6 +413,41 @@ fn priv_cow_storage_full_drops_oldest_shadows_and_writes_go_on() {
     let server = Server::start("ext4", 256);
     // Small on purpose (vssd enforces its minimum; the engine has none).
     server.add_storage(Some(24 << 20));
+    let status = overflow_rounds(&server);
+    for e in &status.evicted {
+        assert!(e.reason.contains("maximum size"), "{e:?}");
+    }
+    let storage = status.storage.unwrap();
+    assert!(storage.used_bytes <= (24 << 20) + (64 << 10), "{storage:?}");
+}
+
+/// The filesystem holding the shadow storage fills up (no maximum size):
+/// copies then meet ENOSPC, also where the data file grew sparse, and the
+/// oldest shadows go instead of any live write.
+#[test]
+fn priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on() {
+    if !privileged("priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on") {
+        return;
+    }
+    let server = Server::start("ext4", 256);
+    let small = vss_testkit::LoopFs::new("ext4", 40);
+    let r = server.call(&Request::AddStorage {
+        dir: small.mount_point.join("diff"),
+        max_bytes: None,
+        chunk_size: 16 * 1024,
+    });
+    assert_eq!(r, Reply::Ok);
+    let status = overflow_rounds(&server);
+    for e in &status.evicted {
+        assert!(e.reason.contains("is full"), "{e:?}");
+    }
+    drop(server);
+}
+
+/// Six rounds of 48 MiB rewritten between cuts, more than the storage
+/// holds: every write must go through, some shadows must be evicted
+/// (oldest first), and those left must hold exactly their instant.
+fn overflow_rounds(server: &Server) -> Status {
     let dir = server.mnt().join("work");
     std::fs::create_dir_all(&dir).unwrap();
     // 12 files of 4 MiB, rewritten in turn between cuts.
@@ -446,16 +481,12 @@ fn priv_cow_storage_full_drops_oldest_shadows_and_writes_go_on() {
         .map(|&i| id_text(i))
         .collect();
     assert_eq!(left, newest);
-    for e in &status.evicted {
-        assert!(e.reason.contains("maximum size"), "{e:?}");
-    }
-    let storage = status.storage.unwrap();
-    assert!(storage.used_bytes <= (24 << 20) + (64 << 10), "{storage:?}");
     for s in &status.shadows {
         let exposed = Exposed::new(&s.image, "ext4");
         assert_eq!(exposed.files_at("work"), expected[&s.shadow_id]);
         exposed.check("ext4");
     }
+    status
 }
 
 impl Exposed {
