@@ -19,12 +19,8 @@ fn open(origin: &MemBacking, storage: &MemStorage) -> (CowVolume, vss_cow::Recov
     .unwrap()
 }
 
-#[test]
-fn a_loss_the_journal_could_not_record_survives_a_restart() {
-    let origin = MemBacking::new(SIZE);
-    origin.write_at(&vec![1u8; SIZE as usize], 0).unwrap();
-    let storage = MemStorage::new(None);
-    let vol = CowVolume::create(
+fn create(origin: &MemBacking, storage: &MemStorage) -> CowVolume {
+    CowVolume::create(
         Arc::new(origin.clone()),
         Arc::new(storage.clone()),
         CreateOptions {
@@ -37,7 +33,15 @@ fn a_loss_the_journal_could_not_record_survives_a_restart() {
         Tuning::default(),
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_loss_the_journal_could_not_record_survives_a_restart() {
+    let origin = MemBacking::new(SIZE);
+    origin.write_at(&vec![1u8; SIZE as usize], 0).unwrap();
+    let storage = MemStorage::new(None);
+    let vol = create(&origin, &storage);
     vol.create_shadow(7, &[], 0).unwrap();
     // The disk holding the shadow storage dies: data and journal fail.
     storage.data.set_failing(true);
@@ -84,20 +88,7 @@ fn a_loss_the_journal_could_not_record_survives_a_restart() {
 fn healthy_storage_has_no_marker_and_shadows_stay_readable() {
     let origin = MemBacking::new(SIZE);
     let storage = MemStorage::new(None);
-    let vol = CowVolume::create(
-        Arc::new(origin.clone()),
-        Arc::new(storage.clone()),
-        CreateOptions {
-            storage_id: 1,
-            volume_id: 2,
-            chunk_size: CHUNK,
-            max_bytes: None,
-            created_unix: 0,
-        },
-        Tuning::default(),
-        None,
-    )
-    .unwrap();
+    let vol = create(&origin, &storage);
     vol.create_shadow(3, &[], 0).unwrap();
     vol.write_live(&vec![5u8; CHUNK as usize], 0).unwrap();
     vol.flush_live().unwrap();

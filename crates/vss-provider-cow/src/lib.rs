@@ -343,20 +343,6 @@ impl Provider for CowProvider {
     }
 
     fn unexpose(&self, shadow: &ProviderShadow, target: &Path) -> VssResult<()> {
-        vss_sys::unmount(target).map_err(|e| {
-            let code = if e.raw_os_error() == Some(16) {
-                VssCode::VolumeInUse
-            } else {
-                VssCode::UnexpectedProviderError
-            };
-            VssError::new(
-                code,
-                format!(
-                    "cannot unexpose shadow {} at {}: {e}",
-                    shadow.shadow_id,
-                    target.display()
-                ),
-            )
-        })
+        vss_sys::unmount(target).map_err(|e| vss_provider::unexpose_error(shadow, target, e))
     }
 }

@@ -680,7 +680,8 @@ impl LvmProvider {
         }
     }
 
-    fn set_max_tag(&self, origin: &Lv, max: Option<u64>) -> VssResult<()> {
+    /// Removes the maximum-size tags of `origin`.
+    fn clear_max_tags(&self, origin: &Lv) -> VssResult<()> {
         for t in origin
             .tags
             .iter()
@@ -690,6 +691,11 @@ impl LvmProvider {
                 .del_tag(&origin.vg, &origin.name, t)
                 .map_err(lvm_error)?;
         }
+        Ok(())
+    }
+
+    fn set_max_tag(&self, origin: &Lv, max: Option<u64>) -> VssResult<()> {
+        self.clear_max_tags(origin)?;
         let tag = format!(
             "{MAXSIZE_TAG_PREFIX}{}",
             max.map_or("unbounded".to_string(), |m| m.to_string())
@@ -760,16 +766,7 @@ impl LvmProvider {
         for s in Self::shadows_of(&lvs, &origin) {
             self.lvm.remove(&s.vg, &s.name).map_err(lvm_error)?;
         }
-        for t in origin
-            .tags
-            .iter()
-            .filter(|t| t.starts_with(MAXSIZE_TAG_PREFIX))
-        {
-            self.lvm
-                .del_tag(&origin.vg, &origin.name, t)
-                .map_err(lvm_error)?;
-        }
-        Ok(())
+        self.clear_max_tags(&origin)
     }
 
     /// Associations: every LV with a maximum set or with shadows.
@@ -1222,21 +1219,7 @@ impl Provider for LvmProvider {
     }
 
     fn unexpose(&self, shadow: &ProviderShadow, target: &Path) -> VssResult<()> {
-        vss_sys::unmount(target).map_err(|e| {
-            let code = if e.raw_os_error() == Some(16) {
-                VssCode::VolumeInUse
-            } else {
-                VssCode::UnexpectedProviderError
-            };
-            VssError::new(
-                code,
-                format!(
-                    "cannot unexpose shadow {} at {}: {e}",
-                    shadow.shadow_id,
-                    target.display()
-                ),
-            )
-        })
+        vss_sys::unmount(target).map_err(|e| vss_provider::unexpose_error(shadow, target, e))
     }
 
     fn evicted(&self) -> Vec<(Guid, String)> {

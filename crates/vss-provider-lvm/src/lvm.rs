@@ -229,6 +229,20 @@ impl Default for Lvm {
 
 const NO_BACKUP: &str = "backup { backup = 0 archive = 0 }";
 
+/// A JSON report of `fields` in bytes without suffixes (`lvs`, `vgs`).
+fn report_args<'a>(command: &'a str, fields: &'a str) -> Vec<&'a str> {
+    vec![
+        command,
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        fields,
+    ]
+}
+
 impl Lvm {
     pub fn run(&self, args: &[&str]) -> Result<String, LvmError> {
         let out = Command::new(&self.binary)
@@ -272,16 +286,7 @@ impl Lvm {
     }
 
     fn lvs_of(&self, vg: Option<&str>, all: bool) -> Result<Vec<Lv>, LvmError> {
-        let mut args = vec![
-            "lvs",
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            LV_FIELDS,
-        ];
+        let mut args = report_args("lvs", LV_FIELDS);
         if all {
             args.push("--all");
         }
@@ -295,16 +300,7 @@ impl Lvm {
     }
 
     pub fn vgs(&self) -> Result<Vec<Vg>, LvmError> {
-        let text = self.run(&[
-            "vgs",
-            "--reportformat",
-            "json",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            VG_FIELDS,
-        ])?;
+        let text = self.run(&report_args("vgs", VG_FIELDS))?;
         parse_vgs(&text).map_err(|message| LvmError {
             command: "lvm vgs".into(),
             message,
@@ -333,24 +329,7 @@ impl Lvm {
         size: u64,
         tags: &[String],
     ) -> Result<(), LvmError> {
-        let size = format!("{size}b");
-        let origin = format!("{vg}/{origin}");
-        let mut args = vec![
-            "lvcreate",
-            "--snapshot",
-            "--permission",
-            "r",
-            "--size",
-            &size,
-            "--name",
-            name,
-        ];
-        for t in tags {
-            args.push("--addtag");
-            args.push(t);
-        }
-        args.push(&origin);
-        self.change(&args).map(drop)
+        self.create_snapshot(vg, origin, name, Some(size), tags)
     }
 
     /// A read-only thin snapshot of the thin volume `vg/origin`.
@@ -361,15 +340,25 @@ impl Lvm {
         name: &str,
         tags: &[String],
     ) -> Result<(), LvmError> {
+        self.create_snapshot(vg, origin, name, None, tags)
+    }
+
+    /// `lvcreate --snapshot`: thick with a copy-on-write size, thin without.
+    fn create_snapshot(
+        &self,
+        vg: &str,
+        origin: &str,
+        name: &str,
+        size: Option<u64>,
+        tags: &[String],
+    ) -> Result<(), LvmError> {
+        let size = size.map(|s| format!("{s}b"));
         let origin = format!("{vg}/{origin}");
-        let mut args = vec![
-            "lvcreate",
-            "--snapshot",
-            "--permission",
-            "r",
-            "--name",
-            name,
-        ];
+        let mut args = vec!["lvcreate", "--snapshot", "--permission", "r"];
+        if let Some(size) = &size {
+            args.extend(["--size", size.as_str()]);
+        }
+        args.extend(["--name", name]);
         for t in tags {
             args.push("--addtag");
             args.push(t);

@@ -13,6 +13,29 @@ use std::sync::Arc;
 
 use vss_types::{Guid, ProviderInfo, Volume, VssCode, VssError, VssResult};
 
+/// The error for a shadow whose read-only mount at `target` could not be
+/// undone: busy (EBUSY) is `VSS_E_VOLUME_IN_USE`, anything else the
+/// provider's own failure.
+pub fn unexpose_error(
+    shadow: &ProviderShadow,
+    target: &std::path::Path,
+    e: std::io::Error,
+) -> VssError {
+    let code = if e.raw_os_error() == Some(16) {
+        VssCode::VolumeInUse
+    } else {
+        VssCode::UnexpectedProviderError
+    };
+    VssError::new(
+        code,
+        format!(
+            "cannot unexpose shadow {} at {}: {e}",
+            shadow.shadow_id,
+            target.display()
+        ),
+    )
+}
+
 /// A shadow as the provider knows it: enough to find, expose and delete it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProviderShadow {

@@ -449,15 +449,7 @@ fn priv_sys_kill9_while_holding_thaws_and_reports() {
     let _ = create.wait();
 
     d.spawn();
-    let o = d.run(Command::new("busctl").args([
-        "--address",
-        &d.address.clone(),
-        "call",
-        "org.vss.Vssd",
-        "/org/vss/Vssd",
-        "org.vss.Requestor1",
-        "ListAbortedSets",
-    ]));
+    let o = d.call_requestor(&["ListAbortedSets"]);
     o.ok();
     assert!(
         o.stdout.contains(&mp.display().to_string()),
@@ -477,16 +469,7 @@ fn priv_sys_kill9_while_holding_thaws_and_reports() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "second vssd ran: {err}");
     assert!(err.contains("0x8004230D"), "{err}");
-    d.run(Command::new("busctl").args([
-        "--address",
-        &d.address.clone(),
-        "call",
-        "org.vss.Vssd",
-        "/org/vss/Vssd",
-        "org.vss.Requestor1",
-        "ListAbortedSets",
-    ]))
-    .ok();
+    d.call_requestor(&["ListAbortedSets"]).ok();
 }
 
 #[test]
@@ -624,19 +607,7 @@ fn priv_sys_bad_input_gets_clear_errors() {
         assert_eq!(e.code, vss_types::VssCode::BadState, "{e}");
         bc.end().await.unwrap();
     });
-    let busctl = |args: &[&str]| {
-        let mut full = vec![
-            "--address",
-            &d.address,
-            "call",
-            "org.vss.Vssd",
-            "/org/vss/Vssd",
-            "org.vss.Requestor1",
-        ];
-        full.extend_from_slice(args);
-        d.run(Command::new("busctl").args(&full))
-    };
-    let bad = busctl(&["StartSession", "s", "{\"context\":\"nonsense\"}"]);
+    let bad = d.call_requestor(&["StartSession", "s", "{\"context\":\"nonsense\"}"]);
     assert!(
         bad.stderr.contains("E_INVALIDARG")
             || bad.stderr.contains("argument is invalid")
@@ -644,7 +615,7 @@ fn priv_sys_bad_input_gets_clear_errors() {
         "{}",
         bad.stderr
     );
-    let bad = busctl(&["AddToSnapshotSet", "sss", "not-a-guid", "/", ""]);
+    let bad = d.call_requestor(&["AddToSnapshotSet", "sss", "not-a-guid", "/", ""]);
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("not a valid id"), "{}", bad.stderr);
     // Still serving.

@@ -255,6 +255,23 @@ impl Daemon {
         self.run(Command::new(bin("vssadmin")).args(args))
     }
 
+    /// `busctl call` of an `org.vss.Requestor1` method: `args` are the
+    /// method name, its signature and its arguments.
+    pub fn call_requestor(&self, args: &[&str]) -> Output {
+        self.run(
+            Command::new("busctl")
+                .args([
+                    "--address",
+                    &self.address,
+                    "call",
+                    "org.vss.Vssd",
+                    "/org/vss/Vssd",
+                    "org.vss.Requestor1",
+                ])
+                .args(args),
+        )
+    }
+
     /// Runs any command with this daemon's bus in its environment.
     pub fn run(&self, cmd: &mut Command) -> Output {
         let o = cmd

@@ -652,6 +652,12 @@ fn write_phases(
     r
 }
 
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// The median (by throughput) of `n` runs.
 fn median_of(n: usize, f: &mut dyn FnMut() -> FioResult) -> FioResult {
     let mut runs: Vec<FioResult> = (0..n).map(|_| f()).collect();
@@ -719,10 +725,6 @@ fn shadow_reads(s: &Settings, server: &Server, image: &Path) -> Vec<ReadRow> {
                     runs[k].push(mib(r.bw));
                 }
             }
-            let median = |v: &mut Vec<f64>| {
-                v.sort_by(|a, b| a.total_cmp(b));
-                v[v.len() / 2]
-            };
             let (live, shadow) = (median(&mut runs[0]), median(&mut runs[1]));
             eprintln!(
                 "cow_io: read {file} ({}): live {live:.1} MiB/s, shadow {shadow:.1} MiB/s (runs: {:?} / {:?})",
@@ -1097,10 +1099,6 @@ fn seq_first_rounds(s: &Settings, rounds: usize) {
             results[k].push(mib(r.bw));
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
     let (zero, one) = (median(&mut results[0]), median(&mut results[1]));
     println!(
         "seq 1 MiB first overwrite, median of {rounds}: 0 shadows {zero:.0} MiB/s, 1 shadow {one:.0} MiB/s, ratio {:.2}",

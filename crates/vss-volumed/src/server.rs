@@ -239,63 +239,63 @@ impl VolumeServer {
     /// second, so writers seldom wait for one and held data stays young.
     fn start_flusher_thread(self: &Arc<Self>) {
         const SOON: u64 = 8 << 20;
-        let weak = Arc::downgrade(self);
-        std::thread::Builder::new()
-            .name("volume-flusher".into())
-            .spawn(move || {
-                let mut last = std::time::Instant::now();
-                loop {
-                    std::thread::sleep(Duration::from_millis(5));
-                    let Some(server) = weak.upgrade() else { break };
-                    if server.is_stopping() {
-                        break;
-                    }
-                    let Some(engine) = server.engine() else {
-                        continue;
-                    };
-                    let held = engine.held_bytes();
-                    if held >= SOON || (held > 0 && last.elapsed() >= Duration::from_secs(1)) {
-                        if let Err(e) = engine.flush_held() {
-                            tracing::error!(error = %e, "background barrier failed");
-                        }
-                        last = std::time::Instant::now();
-                    }
+        let mut last = std::time::Instant::now();
+        self.spawn_engine_task("volume-flusher", Duration::from_millis(5), move |engine| {
+            let held = engine.held_bytes();
+            if held >= SOON || (held > 0 && last.elapsed() >= Duration::from_secs(1)) {
+                if let Err(e) = engine.flush_held() {
+                    tracing::error!(error = %e, "background barrier failed");
                 }
-            })
-            .expect("spawn the flusher thread");
+                last = std::time::Instant::now();
+            }
+        });
     }
 
     /// Keeps shadow storage's data file written and synced ahead of the
     /// copies (`CowVolume::prepare_storage`), so that growing it is not
     /// paid inside a writer's request.
     fn start_preparer_thread(self: &Arc<Self>) {
+        let mut failing = false;
+        self.spawn_engine_task(
+            "volume-preparer",
+            Duration::from_millis(20),
+            move |engine| {
+                match engine.prepare_storage() {
+                    Ok(_) => failing = false,
+                    // Once per failure streak: the copy path reports what it
+                    // cannot do itself.
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot prepare shadow storage ahead");
+                    }
+                    Err(_) => {}
+                }
+            },
+        );
+    }
+
+    /// A background thread that runs `task` on the engine (while there is
+    /// shadow storage) every `period`, until the server stops or goes.
+    fn spawn_engine_task(
+        self: &Arc<Self>,
+        name: &str,
+        period: Duration,
+        mut task: impl FnMut(&CowVolume) + Send + 'static,
+    ) {
         let weak = Arc::downgrade(self);
         std::thread::Builder::new()
-            .name("volume-preparer".into())
-            .spawn(move || {
-                let mut failing = false;
-                loop {
-                    std::thread::sleep(Duration::from_millis(20));
-                    let Some(server) = weak.upgrade() else { break };
-                    if server.is_stopping() {
-                        break;
-                    }
-                    let Some(engine) = server.engine() else {
-                        continue;
-                    };
-                    match engine.prepare_storage() {
-                        Ok(_) => failing = false,
-                        // Once per failure streak: the copy path reports
-                        // what it cannot do itself.
-                        Err(e) if !failing => {
-                            failing = true;
-                            tracing::warn!(error = %e, "cannot prepare shadow storage ahead");
-                        }
-                        Err(_) => {}
-                    }
+            .name(name.into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                let Some(server) = weak.upgrade() else { break };
+                if server.is_stopping() {
+                    break;
+                }
+                if let Some(engine) = server.engine() {
+                    task(&engine);
                 }
             })
-            .expect("spawn the preparer thread");
+            .unwrap_or_else(|e| panic!("spawn the {name} thread: {e}"));
     }
 
     /// Engine events arrive here, off the engine's locks.
