@@ -146,6 +146,10 @@ pub struct CowVolume {
     /// it (`prepare_storage`), so no zeros land on a slot being handed out.
     /// Taken after `state` when both are held.
     grow: Mutex<()>,
+    /// Bumped under `grow` whenever the maximum size changes, so that
+    /// `prepare_storage` never writes zeros past a maximum lowered after it
+    /// read it (a trim could have run already).
+    max_changes: AtomicU64,
     /// The buffer old contents are read into and written to the data file
     /// from; `copy_chunks` runs under `cow`, so one is enough.
     copy_buf: Mutex<AlignedBuf>,
@@ -342,6 +346,7 @@ impl CowVolume {
             shadow_limit: Mutex::new((0, false)),
             pending: RwLock::new(HashMap::new()),
             grow: Mutex::new(()),
+            max_changes: AtomicU64::new(0),
             copy_buf: Mutex::new(AlignedBuf::zeroed(0)),
             barrier_gate: Mutex::new(Vec::new()),
         };
@@ -833,6 +838,7 @@ impl CowVolume {
         let data = self.storage.data();
         let mut added = 0;
         loop {
+            let max_seen = self.max_changes.load(Ordering::SeqCst);
             let journal_bytes = lock(&self.journal).reserved;
             let (max_bytes, allocated) = {
                 let st = lock(&self.state);
@@ -848,6 +854,9 @@ impl CowVolume {
             // file only under the same lock, so they never land on a slot
             // handed out. The state lock is not held: writers need it.
             let _grow = lock(&self.grow);
+            if self.max_changes.load(Ordering::SeqCst) != max_seen {
+                continue;
+            }
             let cur = data
                 .len()
                 .map_err(|e| CowError::io("cannot read the data file's size", e))?;
@@ -1278,6 +1287,10 @@ impl CowVolume {
             let _cow = lock(&self.cow);
             self.append(&[Record::SetMaxSize { max_bytes }])?;
             lock(&self.state).max_bytes = max_bytes;
+            {
+                let _grow = lock(&self.grow);
+                self.max_changes.fetch_add(1, Ordering::SeqCst);
+            }
             if let Some(max) = max_bytes {
                 while self.usage().used_bytes > max && lock(&self.state).oldest_epoch().is_some() {
                     self.evict_oldest(DeleteReason::Resized)?;
