@@ -150,9 +150,22 @@ pub struct CowVolume {
     /// `prepare_storage` never writes zeros past a maximum lowered after it
     /// read it (a trim could have run already).
     max_changes: AtomicU64,
-    /// The buffer old contents are read into and written to the data file
-    /// from; `copy_chunks` runs under `cow`, so one is enough.
-    copy_buf: Mutex<AlignedBuf>,
+    /// Preserved copies whose bytes are still only in memory, by slot. The
+    /// next barrier writes them to the data file before its sync (their
+    /// live writes are held until then anyway), so a copy costs the writer
+    /// no disk write; shadow reads take them from here meanwhile. An entry
+    /// goes only once the very copy it names was written: a slot can be
+    /// freed and taken by another copy in between.
+    unwritten: RwLock<HashMap<u64, HeldCopy>>,
+    /// Bytes at the start of the data file whose space is known to be
+    /// taken (`Backing::allocated_len`, then the preparer's zeros). Only
+    /// copies to slots below it wait for the barrier: a copy above it may
+    /// meet a full filesystem, which must show on the copy path, where it
+    /// evicts the oldest shadow.
+    allocated_end: AtomicU64,
+    /// Buffers of copies the barrier has written, for the next copies: a
+    /// fresh buffer costs a page fault on every page.
+    batch_pool: Mutex<BatchPool>,
     /// One barrier at a time; holds the buffer runs of held chunks are
     /// gathered in, kept from one barrier to the next (a fresh buffer each
     /// time costs page faults on every byte).
@@ -162,6 +175,33 @@ pub struct CowVolume {
 /// Live data held back for the barrier is bounded: past this, a write
 /// waits for one.
 const PENDING_LIMIT_BYTES: usize = 64 << 20;
+/// Copy buffers kept for reuse, in bytes at most.
+const BATCH_POOL_BYTES: usize = 96 << 20;
+
+/// A preserved copy not yet in the data file: chunk `index` of `batch`
+/// (the buffer one `copy_chunks` call read old contents into).
+#[derive(Clone)]
+struct HeldCopy {
+    batch: Arc<AlignedBuf>,
+    index: usize,
+}
+
+/// Copy buffers by size (powers of two), `bytes` in all.
+#[derive(Default)]
+struct BatchPool {
+    by_size: HashMap<usize, Vec<AlignedBuf>>,
+    bytes: usize,
+}
+
+impl HeldCopy {
+    fn is(&self, other: &HeldCopy) -> bool {
+        Arc::ptr_eq(&self.batch, &other.batch) && self.index == other.index
+    }
+
+    fn bytes(&self, cs: usize) -> &[u8] {
+        &self.batch.as_slice()[self.index * cs..(self.index + 1) * cs]
+    }
+}
 /// Largest single write of held chunks to the live volume at a barrier.
 const HELD_WRITE_RUN_BYTES: usize = 4 << 20;
 
@@ -327,6 +367,10 @@ impl CowVolume {
             .map_err(|e| CowError::io("cannot size the data file", e))?;
         state.allocated_slots = data_len / cs;
         state.rebuild_free_slots();
+        let allocated_end = storage
+            .data()
+            .allocated_len()
+            .map_err(|e| CowError::io("cannot size the data file", e))?;
 
         let vol = CowVolume {
             sb,
@@ -347,7 +391,9 @@ impl CowVolume {
             pending: RwLock::new(HashMap::new()),
             grow: Mutex::new(()),
             max_changes: AtomicU64::new(0),
-            copy_buf: Mutex::new(AlignedBuf::zeroed(0)),
+            unwritten: RwLock::new(HashMap::new()),
+            allocated_end: AtomicU64::new(allocated_end),
+            batch_pool: Mutex::new(BatchPool::default()),
             barrier_gate: Mutex::new(Vec::new()),
         };
         *lock(&vol.shadow_limit) = (vol.tuning.max_shadows, vol.tuning.evict_at_limit);
@@ -461,16 +507,22 @@ impl CowVolume {
             return self.write_origin(buf, offset);
         }
         let _cow = lock(&self.cow);
-        self.preserve(first, last)?;
+        // Chunks just copied are held already, with this write's data in.
+        let merged = self.preserve(first, last, buf, offset)?;
         let held = {
             let mut pending = write_lock(&self.pending);
             // Runs of chunks not held go straight to the device.
             let mut direct: Option<(u64, u64)> = None;
             let mut runs = Vec::new();
             let end = offset + buf.len() as u64;
+            let mut merged = merged.iter().peekable();
             for c in first..=last {
                 let (lo, hi) = (offset.max(c * cs), end.min((c + 1) * cs));
-                if let Some((_, content)) = pending.get_mut(&c) {
+                if merged.next_if_eq(&&c).is_some() {
+                    if let Some(r) = direct.take() {
+                        runs.push(r);
+                    }
+                } else if let Some((_, content)) = pending.get_mut(&c) {
                     content[(lo - c * cs) as usize..(hi - c * cs) as usize]
                         .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
                     if let Some(r) = direct.take() {
@@ -516,8 +568,20 @@ impl CowVolume {
     /// open and repaired from the live chunk, which was not written yet
     /// (`check_all_copies`). Caller holds `cow`.
     fn barrier_locked(&self) -> CowResult<()> {
-        let held: Vec<u64> = read_lock(&self.pending).keys().copied().collect();
-        self.barrier_of(held)
+        let (held, copies) = self.capture_for_barrier();
+        self.barrier_of(held, copies)
+    }
+
+    /// What a barrier taken now covers: the held live chunks and the copies
+    /// not yet written. Taken under `cow`, so that every held chunk's copy
+    /// is among them (or written already).
+    fn capture_for_barrier(&self) -> (Vec<u64>, Vec<(u64, HeldCopy)>) {
+        let held = read_lock(&self.pending).keys().copied().collect();
+        let copies = read_lock(&self.unwritten)
+            .iter()
+            .map(|(&slot, copy)| (slot, copy.clone()))
+            .collect();
+        (held, copies)
     }
 
     /// Bytes of live writes held for a barrier.
@@ -529,22 +593,25 @@ impl CowVolume {
     /// copies while it syncs: meant for a background thread, so that
     /// writers rarely meet the 64 MiB limit.
     pub fn flush_held(&self) -> CowResult<()> {
-        let held: Vec<u64> = {
+        let (held, copies) = {
             let _cow = lock(&self.cow);
-            read_lock(&self.pending).keys().copied().collect()
+            self.capture_for_barrier()
         };
-        self.barrier_of(held)
+        self.barrier_of(held, copies)
     }
 
-    /// Syncs the data file and the journal, then writes the held chunks
-    /// `held` (those still held) to the device. Every held chunk's copy and
-    /// record were written before the chunk was held, so the sync covers
-    /// them; chunks held after `held` was taken wait for the next barrier.
-    fn barrier_of(&self, mut held: Vec<u64>) -> CowResult<()> {
-        if held.is_empty() {
+    /// Writes the copies `copies` (those not written yet) to the data file,
+    /// syncs it and the journal, then writes the held chunks `held` (those
+    /// still held) to the device. Every held chunk's record was written
+    /// before the chunk was held, and its copy is among `copies` or written
+    /// already, so the sync covers them; chunks held after the capture wait
+    /// for the next barrier.
+    fn barrier_of(&self, mut held: Vec<u64>, copies: Vec<(u64, HeldCopy)>) -> CowResult<()> {
+        if held.is_empty() && copies.is_empty() {
             return Ok(());
         }
         let mut gate = lock(&self.barrier_gate);
+        let copies_written = self.write_held_copies(copies);
         let data = self.storage.data();
         let journal = self.storage.journal();
         let (data_synced, journal_synced) = std::thread::scope(|s| {
@@ -556,7 +623,7 @@ impl CowVolume {
             (d, j)
         });
         let mut pending = write_lock(&self.pending);
-        if let Err(e) = data_synced.and(journal_synced) {
+        if let Err(e) = copies_written.and(data_synced).and(journal_synced) {
             // The live writes go ahead all the same (a live write never
             // fails because of a shadow); the shadows the copies serve
             // cannot be trusted any more.
@@ -618,9 +685,93 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Preserves chunks `first..=last` where a shadow needs them. Caller
-    /// holds `cut` (shared) and `cow`.
-    fn preserve(&self, first: u64, last: u64) -> CowResult<()> {
+    /// Writes those of `copies` that the map of unwritten copies still
+    /// names (an earlier barrier may have written one, or its slot gone to
+    /// another copy) to their slots, in runs, and takes them off the map:
+    /// the data file holds them now, or, if a write failed, the shadows they
+    /// serve are marked lost by the caller.
+    fn write_held_copies(&self, mut copies: Vec<(u64, HeldCopy)>) -> std::io::Result<()> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let cs = self.cs() as usize;
+        {
+            let unwritten = read_lock(&self.unwritten);
+            copies.retain(|(slot, copy)| unwritten.get(slot).is_some_and(|c| c.is(copy)));
+        }
+        copies.sort_unstable_by_key(|&(slot, _)| slot);
+        let data = self.storage.data();
+        let mut result = Ok(());
+        let mut i = 0;
+        while i < copies.len() {
+            // Neighbouring slots filled from neighbouring parts of one
+            // buffer go in one write.
+            let mut j = i + 1;
+            while j < copies.len()
+                && copies[j].0 == copies[j - 1].0 + 1
+                && Arc::ptr_eq(&copies[j].1.batch, &copies[i].1.batch)
+                && copies[j].1.index == copies[j - 1].1.index + 1
+            {
+                j += 1;
+            }
+            let (slot, copy) = &copies[i];
+            let bytes = &copy.batch.as_slice()[copy.index * cs..(copy.index + j - i) * cs];
+            if let Err(e) = data.write_at_direct(bytes, slot * cs as u64) {
+                result = Err(e);
+                break;
+            }
+            i = j;
+        }
+        {
+            let mut unwritten = write_lock(&self.unwritten);
+            for (slot, copy) in &copies {
+                if unwritten.get(slot).is_some_and(|c| c.is(copy)) {
+                    unwritten.remove(slot);
+                }
+            }
+        }
+        let mut batches: Vec<Arc<AlignedBuf>> = Vec::new();
+        for (_, copy) in copies {
+            if !batches.last().is_some_and(|b| Arc::ptr_eq(b, &copy.batch)) {
+                batches.push(copy.batch);
+            }
+        }
+        for batch in batches {
+            self.recycle_batch(batch);
+        }
+        result
+    }
+
+    /// A buffer for `len` bytes of copies, from the pool when it has one.
+    fn take_batch(&self, len: usize) -> AlignedBuf {
+        let class = len.next_power_of_two();
+        let mut pool = lock(&self.batch_pool);
+        match pool.by_size.get_mut(&class).and_then(Vec::pop) {
+            Some(batch) => {
+                pool.bytes -= class;
+                batch
+            }
+            None => AlignedBuf::zeroed(class),
+        }
+    }
+
+    /// Gives a copy buffer back to the pool once nothing refers to it.
+    fn recycle_batch(&self, batch: Arc<AlignedBuf>) {
+        let Ok(batch) = Arc::try_unwrap(batch) else {
+            return;
+        };
+        let mut pool = lock(&self.batch_pool);
+        if pool.bytes + batch.len() <= BATCH_POOL_BYTES {
+            pool.bytes += batch.len();
+            pool.by_size.entry(batch.len()).or_default().push(batch);
+        }
+    }
+
+    /// Preserves chunks `first..=last` where a shadow needs them, for the
+    /// live write of `write` at `offset`. Returns the chunks it copied:
+    /// they are held for the barrier already, with the write's data in.
+    /// Caller holds `cut` (shared) and `cow`.
+    fn preserve(&self, first: u64, last: u64, write: &[u8], offset: u64) -> CowResult<Vec<u64>> {
         loop {
             let (need, tag) = {
                 let mut st = lock(&self.state);
@@ -635,12 +786,12 @@ impl CowVolume {
                 (need, st.latest_epoch())
             };
             let Some(tag) = tag.filter(|_| !need.is_empty()) else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             let slots = match self.allocate_slots(need.len() as u64) {
                 Err(err) => {
                     self.give_up(&need, &err);
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
                 Ok(Ok(slots)) => slots,
                 Ok(Err(shortage)) => {
@@ -653,28 +804,28 @@ impl CowVolume {
                     // fewer copies).
                     if let Err(err) = self.evict_oldest(reason) {
                         self.give_up(&need, &err);
-                        return Ok(());
+                        return Ok(Vec::new());
                     }
                     continue;
                 }
             };
-            match self.copy_chunks(&need, &slots, tag) {
+            match self.copy_chunks(&need, &slots, tag, write, offset) {
                 Ok(()) => {
                     self.copies_made
                         .fetch_add(need.len() as u64, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(need);
                 }
                 Err(CopyError::Full) => {
                     self.release_slots(&slots);
                     if let Err(err) = self.evict_oldest(DeleteReason::StorageFull) {
                         self.give_up(&need, &err);
-                        return Ok(());
+                        return Ok(Vec::new());
                     }
                 }
                 Err(CopyError::Failed(err)) => {
                     self.release_slots(&slots);
                     self.give_up(&need, &err);
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
             }
         }
@@ -699,37 +850,56 @@ impl CowVolume {
         }
     }
 
-    /// Reads the old contents of `chunks` into `slots`, makes them and
-    /// their records durable, and enters them in the index.
-    fn copy_chunks(&self, chunks: &[u64], slots: &[u64], tag: u64) -> Result<(), CopyError> {
-        // Overview: old contents are read, written to their slots and their
-        // records appended, all without a sync; the live writes that follow
-        // wait in `pending` until the next barrier makes copies and records
-        // durable (`barrier_locked`).
+    /// Reads the old contents of `chunks`, records them as preserved in
+    /// `slots`, and holds the chunks with `write` (at `offset`) merged in
+    /// for the barrier. Copies to slots whose space is taken already wait
+    /// in memory for the barrier too; the others are written now, so that a
+    /// full filesystem shows here.
+    fn copy_chunks(
+        &self,
+        chunks: &[u64],
+        slots: &[u64],
+        tag: u64,
+        write: &[u8],
+        offset: u64,
+    ) -> Result<(), CopyError> {
         let cs = self.cs() as usize;
         // Aligned, so the copies can go to the data file past the page cache.
-        let mut copy_buf = lock(&self.copy_buf);
-        if copy_buf.len() < cs * chunks.len() {
-            *copy_buf = AlignedBuf::zeroed(cs * chunks.len());
-        }
-        let buf = &mut copy_buf.as_mut_slice()[..cs * chunks.len()];
-        // Consecutive chunks are read in one go.
-        let mut i = 0;
-        while i < chunks.len() {
-            let mut j = i + 1;
-            while j < chunks.len() && chunks[j] == chunks[j - 1] + 1 {
-                j += 1;
+        let mut batch = self.take_batch(cs * chunks.len());
+        let bytes = &mut batch.as_mut_slice()[..cs * chunks.len()];
+        {
+            // Held while reading, like `read_live`: a chunk held for a
+            // barrier (after a failed live write) has its content there.
+            let pending = read_lock(&self.pending);
+            // Consecutive chunks are read in one go.
+            let mut i = 0;
+            while i < chunks.len() {
+                let mut j = i + 1;
+                while j < chunks.len() && chunks[j] == chunks[j - 1] + 1 {
+                    j += 1;
+                }
+                let start = chunks[i] * self.cs();
+                let len: usize = (i..j).map(|k| self.chunk_len(chunks[k])).sum();
+                self.origin
+                    .read_at(&mut bytes[i * cs..i * cs + len], start)
+                    .map_err(|e| {
+                        CopyError::Failed(CowError::io("cannot read chunks to preserve", e))
+                    })?;
+                // A short last chunk is kept zero-padded (its crc covers
+                // the padding).
+                bytes[i * cs + len..j * cs].fill(0);
+                i = j;
             }
-            let start = chunks[i] * self.cs();
-            let len: usize = (i..j).map(|k| self.chunk_len(chunks[k])).sum();
-            self.origin
-                .read_at(&mut buf[i * cs..i * cs + len], start)
-                .map_err(|e| {
-                    CopyError::Failed(CowError::io("cannot read chunks to preserve", e))
-                })?;
-            i = j;
+            if !pending.is_empty() {
+                for (i, c) in chunks.iter().enumerate() {
+                    if let Some((_, content)) = pending.get(c) {
+                        bytes[i * cs..(i + 1) * cs].copy_from_slice(content);
+                    }
+                }
+            }
         }
-        let crcs: Vec<u32> = buf.chunks(cs).map(crc32c::crc32c).collect();
+        let crcs: Vec<u32> = bytes.chunks(cs).map(crc32c::crc32c).collect();
+        let deferrable = self.allocated_end.load(Ordering::SeqCst) / self.cs();
         // Consecutive slots are written in one go.
         let data = self.storage.data();
         let mut i = 0;
@@ -738,8 +908,15 @@ impl CowVolume {
             while j < slots.len() && slots[j] == slots[j - 1] + 1 {
                 j += 1;
             }
-            data.write_at_direct(&buf[i * cs..j * cs], slots[i] * self.cs())
-                .map_err(|e| CopyError::from_io("cannot write preserved chunks", e))?;
+            // The slots of a run at or past `deferrable`.
+            let from = i
+                + (slots[i]..slots[i] + (j - i) as u64)
+                    .take_while(|&s| s < deferrable)
+                    .count();
+            if from < j {
+                data.write_at_direct(&bytes[from * cs..j * cs], slots[from] * self.cs())
+                    .map_err(|e| CopyError::from_io("cannot write preserved chunks", e))?;
+            }
             i = j;
         }
         let records: Vec<Record> = chunks
@@ -760,14 +937,37 @@ impl CowVolume {
                 other => CopyError::Failed(other),
             })?;
         drop(jt);
+        let batch = Arc::new(batch);
+        {
+            let mut unwritten = write_lock(&self.unwritten);
+            for (index, &slot) in slots.iter().enumerate() {
+                if slot < deferrable {
+                    let copy = HeldCopy {
+                        batch: batch.clone(),
+                        index,
+                    };
+                    unwritten.insert(slot, copy);
+                }
+            }
+        }
         // Pending first, protected second: a write on the fast path that
         // sees the chunk protected then also sees it pending.
         {
             let mut pending = write_lock(&self.pending);
+            let end = offset + write.len() as u64;
+            let c0 = self.cs();
             for (i, &chunk) in chunks.iter().enumerate() {
-                pending.insert(chunk, (tag, buf[i * cs..(i + 1) * cs].to_vec()));
+                let old = &batch.as_slice()[i * cs..(i + 1) * cs];
+                let (lo, hi) = (offset.max(chunk * c0), end.min((chunk + 1) * c0));
+                let (a, b) = ((lo - chunk * c0) as usize, (hi - chunk * c0) as usize);
+                let mut content = Vec::with_capacity(cs);
+                content.extend_from_slice(&old[..a]);
+                content.extend_from_slice(&write[(lo - offset) as usize..(hi - offset) as usize]);
+                content.extend_from_slice(&old[b..]);
+                pending.insert(chunk, (tag, content));
             }
         }
+        self.recycle_batch(batch);
         let mut st = lock(&self.state);
         for ((&chunk, &slot), &crc) in chunks.iter().zip(slots).zip(&crcs) {
             st.insert_record(chunk, tag, Preserved { slot, crc });
@@ -871,6 +1071,13 @@ impl CowVolume {
                 return Err(CowError::io("cannot prepare shadow storage", e));
             }
             added += end - cur;
+            // Taken space reaches `end` if it reached the old end (the
+            // file did not grow sparse since).
+            let _ = self
+                .allocated_end
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                    (a >= cur).then_some(end)
+                });
         }
         if added > 0 {
             data.sync()
@@ -1192,10 +1399,7 @@ impl CowVolume {
                         .map_err(|e| CowError::io("cannot read the live volume", e))?,
                     Source::Copy { at, .. } => {
                         copy_buf.resize((j - i) * cs as usize, 0);
-                        self.storage
-                            .data()
-                            .read_at(&mut copy_buf, at.slot * cs)
-                            .map_err(|e| CowError::io("cannot read a preserved chunk", e))?;
+                        self.read_copies(at.slot, &mut copy_buf)?;
                         for k in i..j {
                             let c = first + k as u64;
                             let Source::Copy { epoch: tag, at } = sources[k] else {
@@ -1232,6 +1436,39 @@ impl CowVolume {
                 return Ok(());
             }
         }
+    }
+
+    /// Reads the copies in neighbouring slots from `first_slot` into `out`
+    /// (one chunk each): from memory those the barrier has not written yet,
+    /// the rest from the data file, in one read when all are there.
+    fn read_copies(&self, first_slot: u64, out: &mut [u8]) -> CowResult<()> {
+        let cs = self.cs() as usize;
+        let count = (out.len() / cs) as u64;
+        let held: Vec<Option<HeldCopy>> = {
+            let unwritten = read_lock(&self.unwritten);
+            if unwritten.is_empty() {
+                Vec::new()
+            } else {
+                (first_slot..first_slot + count)
+                    .map(|slot| unwritten.get(&slot).cloned())
+                    .collect()
+            }
+        };
+        let data = self.storage.data();
+        let read = |out: &mut [u8], slot: u64| {
+            data.read_at(out, slot * cs as u64)
+                .map_err(|e| CowError::io("cannot read a preserved chunk", e))
+        };
+        if held.iter().all(Option::is_none) {
+            return read(out, first_slot);
+        }
+        for ((slot, copy), part) in (first_slot..).zip(&held).zip(out.chunks_mut(cs)) {
+            match copy {
+                Some(copy) => part.copy_from_slice(copy.bytes(cs)),
+                None => read(part, slot)?,
+            }
+        }
+        Ok(())
     }
 
     /// Writes the content of a shadow back onto the live volume, through
@@ -1306,6 +1543,8 @@ impl CowVolume {
     /// move into free slots lower down (each move durable before the old
     /// slot is given up), then the end is cut off. Caller holds `cow`.
     fn trim_data_file(&self) -> CowResult<()> {
+        // Copies move and the file shrinks below: every copy must be in it.
+        self.barrier_locked()?;
         let cs = self.cs();
         let target = {
             let journal = lock(&self.journal).end;
@@ -1364,6 +1603,7 @@ impl CowVolume {
         }
         data.truncate(end * cs)
             .map_err(|e| CowError::io("cannot shrink the data file", e))?;
+        self.allocated_end.fetch_min(end * cs, Ordering::SeqCst);
         let gone: Vec<u64> = st.free_slots.range(end..).copied().collect();
         for s in gone {
             st.free_slots.remove(&s);

@@ -36,6 +36,13 @@ pub trait Backing: Send + Sync {
         self.reserve(len)
     }
     fn truncate(&self, len: u64) -> io::Result<()>;
+    /// How many bytes from the start are known to have their space taken
+    /// (written or reserved), so that overwriting them cannot fail with
+    /// `ENOSPC` on a filesystem that overwrites in place. May understate,
+    /// never overstate. By default the whole store.
+    fn allocated_len(&self) -> io::Result<u64> {
+        self.len()
+    }
 }
 
 /// Alignment of buffers, offsets and lengths for direct I/O.
@@ -191,6 +198,19 @@ impl Backing for FileBacking {
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
+    }
+
+    /// A file without holes is allocated to its end; one with holes counts
+    /// as not allocated at all (finding the first hole needs `SEEK_HOLE`,
+    /// and understating only costs speed).
+    fn allocated_len(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let len = self.len()?;
+        if self.is_block_device {
+            return Ok(len);
+        }
+        let taken = self.file.metadata()?.blocks().saturating_mul(512);
+        Ok(if taken >= len { len } else { 0 })
     }
 }
 
