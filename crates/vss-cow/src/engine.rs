@@ -175,6 +175,8 @@ pub struct CowVolume {
 /// Live data held back for the barrier is bounded: past this, a write
 /// waits for one.
 const PENDING_LIMIT_BYTES: usize = 64 << 20;
+/// Largest single write of copies to the data file at a barrier.
+const COPY_WRITE_BYTES: usize = 4 << 20;
 /// Copy buffers kept for reuse, in bytes at most.
 const BATCH_POOL_BYTES: usize = 96 << 20;
 
@@ -367,6 +369,12 @@ impl CowVolume {
             .map_err(|e| CowError::io("cannot size the data file", e))?;
         state.allocated_slots = data_len / cs;
         state.rebuild_free_slots();
+        // Holes (space not taken) can be left by an older version, which
+        // grew the file sparse. Without room to fill them, copies to those
+        // slots are written at once, where a full filesystem evicts.
+        if let Err(e) = storage.data().fill_holes() {
+            tracing::warn!(error = %e, "cannot reserve the space of holes in the data file");
+        }
         let allocated_end = storage
             .data()
             .allocated_len()
@@ -704,19 +712,31 @@ impl CowVolume {
         let mut result = Ok(());
         let mut i = 0;
         while i < copies.len() {
-            // Neighbouring slots filled from neighbouring parts of one
-            // buffer go in one write.
-            let mut j = i + 1;
+            // Neighbouring slots go in one request of up to 4 MiB, from
+            // their buffers as they are (one part per stretch of one
+            // buffer).
+            let mut parts: Vec<&[u8]> = Vec::new();
+            let mut j = i;
             while j < copies.len()
-                && copies[j].0 == copies[j - 1].0 + 1
-                && Arc::ptr_eq(&copies[j].1.batch, &copies[i].1.batch)
-                && copies[j].1.index == copies[j - 1].1.index + 1
+                && (j == i || copies[j].0 == copies[j - 1].0 + 1)
+                && (j - i) * cs < COPY_WRITE_BYTES
             {
+                let (_, copy) = &copies[j];
+                let bytes = copy.bytes(cs);
+                let joins = j > i
+                    && Arc::ptr_eq(&copies[j - 1].1.batch, &copy.batch)
+                    && copies[j - 1].1.index + 1 == copy.index;
+                match parts.last_mut() {
+                    Some(last) if joins => {
+                        let whole = copy.batch.as_slice();
+                        let start = (copy.index + 1) * cs - last.len() - cs;
+                        *last = &whole[start..(copy.index + 1) * cs];
+                    }
+                    _ => parts.push(bytes),
+                }
                 j += 1;
             }
-            let (slot, copy) = &copies[i];
-            let bytes = &copy.batch.as_slice()[copy.index * cs..(copy.index + j - i) * cs];
-            if let Err(e) = data.write_at_direct(bytes, slot * cs as u64) {
+            if let Err(e) = data.write_parts_direct(&parts, copies[i].0 * cs as u64) {
                 result = Err(e);
                 break;
             }
@@ -992,19 +1012,16 @@ impl CowVolume {
             }
             let step = (self.tuning.grow_step / cs).max(1);
             let target = (st.allocated_slots + fresh.max(step)).min(max_slots);
-            // Sparse growth: the copies allocate their blocks as they are
-            // written (zeros first would double the writes on this path);
-            // a full filesystem shows as ENOSPC on the copy, which evicts.
-            // `prepare_storage` normally keeps written blocks ahead.
-            let data = self.storage.data();
+            // `prepare_storage` normally keeps space reserved ahead, so
+            // that this is rare; a full filesystem shows here, and evicts.
             let _grow = lock(&self.grow);
-            if let Err(e) = data.extend(target * cs) {
+            if let Err(e) = self.reserve_data(target * cs) {
                 if !is_enospc(&e) {
                     return Err(CowError::io("cannot grow the shadow storage", e));
                 }
                 // A smaller step may still fit.
                 let exact = st.allocated_slots + fresh;
-                if let Err(e) = data.extend(exact * cs) {
+                if let Err(e) = self.reserve_data(exact * cs) {
                     if is_enospc(&e) {
                         return Ok(Err(Shortage::StorageFull));
                     }
@@ -1025,11 +1042,9 @@ impl CowVolume {
         Ok(Ok(slots))
     }
 
-    /// Keeps the data file written (zeros) and synced up to
-    /// `prepare_ahead` beyond the slots allocated so far, within the
-    /// maximum size. Meant for a background thread: copies then land on
-    /// blocks the filesystem has already allocated and recorded, so the
-    /// sync that makes them durable writes data only, and the file's growth
+    /// Keeps the data file's space reserved (`Backing::reserve`) and synced
+    /// up to `prepare_ahead` beyond the slots allocated so far, within the
+    /// maximum size. Meant for a background thread: the file's growth then
     /// costs the writers nothing. Stops quietly when the filesystem is full
     /// (the copy path handles that). Returns the bytes added.
     pub fn prepare_storage(&self) -> CowResult<u64> {
@@ -1064,26 +1079,54 @@ impl CowVolume {
                 break;
             }
             let end = (cur + STEP).min(want);
-            if let Err(e) = data.reserve(end) {
+            if let Err(e) = self.reserve_data(end) {
                 if is_enospc(&e) {
                     break;
                 }
                 return Err(CowError::io("cannot prepare shadow storage", e));
             }
             added += end - cur;
-            // Taken space reaches `end` if it reached the old end (the
-            // file did not grow sparse since).
-            let _ = self
-                .allocated_end
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
-                    (a >= cur).then_some(end)
-                });
         }
         if added > 0 {
             data.sync()
                 .map_err(|e| CowError::io("cannot sync prepared shadow storage", e))?;
         }
         Ok(added)
+    }
+
+    /// Grows the data file to `len` with its space taken. Caller holds
+    /// `grow`.
+    fn reserve_data(&self, len: u64) -> std::io::Result<()> {
+        let data = self.storage.data();
+        let cur = data.len()?;
+        data.reserve(len)?;
+        // Taken space reaches the new end if it reached the old one.
+        let _ = self
+            .allocated_end
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                (a >= cur).then_some(len.max(cur))
+            });
+        Ok(())
+    }
+
+    /// Gives back the data file's space past its allocated slots (what
+    /// `prepare_storage` reserved ahead). Returns the bytes given back.
+    fn release_prepared(&self) -> std::io::Result<u64> {
+        let st = lock(&self.state);
+        let _grow = lock(&self.grow);
+        let data = self.storage.data();
+        let keep = st.allocated_slots * self.cs();
+        let len = data.len()?;
+        if len <= keep {
+            return Ok(0);
+        }
+        data.truncate(keep)?;
+        self.allocated_end.fetch_min(keep, Ordering::SeqCst);
+        tracing::info!(
+            bytes = len - keep,
+            "shadow storage's filesystem is full: space reserved ahead given back"
+        );
+        Ok(len - keep)
     }
 
     fn release_slots(&self, slots: &[u64]) {
@@ -1116,18 +1159,22 @@ impl CowVolume {
                     want = want.min(room).max(end);
                 }
             }
-            journal
-                .reserve(want)
-                .or_else(|e| {
-                    // Without room to reserve ahead, the exact size may
-                    // still fit.
-                    if is_enospc(&e) {
+            // Without room to reserve ahead, the exact size may still fit;
+            // failing that, the data file's space reserved ahead of its
+            // slots is given back first (records come before speculation).
+            let grown = journal.reserve(want).or_else(|e| {
+                if !is_enospc(&e) {
+                    return Err(e);
+                }
+                journal.reserve(end).or_else(|e| {
+                    if is_enospc(&e) && self.release_prepared()? > 0 {
                         journal.reserve(end)
                     } else {
                         Err(e)
                     }
                 })
-                .map_err(|e| CowError::io("cannot grow the journal", e))?;
+            });
+            grown.map_err(|e| CowError::io("cannot grow the journal", e))?;
             jt.reserved = journal.len().unwrap_or(end).max(end);
         }
         journal

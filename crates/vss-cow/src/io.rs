@@ -20,6 +20,16 @@ pub trait Backing: Send + Sync {
     fn write_at_direct(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.write_at(buf, offset)
     }
+    /// Writes `parts` one after the other from `offset`, as
+    /// `write_at_direct` does, in one request where the store allows.
+    fn write_parts_direct(&self, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut at = offset;
+        for part in parts {
+            self.write_at_direct(part, at)?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
     /// Returns when every completed write is durable.
     fn sync(&self) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
@@ -29,13 +39,12 @@ pub trait Backing: Send + Sync {
     /// Reserves space so that writes below `len` cannot fail for lack of
     /// space; grows the store if needed. `ENOSPC` when the filesystem is full.
     fn reserve(&self, len: u64) -> io::Result<()>;
-    /// Grows the store to `len` without taking the space yet, where the
-    /// store can (a sparse file): writes below `len` may then fail with
-    /// `ENOSPC`. By default the same as `reserve`.
-    fn extend(&self, len: u64) -> io::Result<()> {
-        self.reserve(len)
-    }
     fn truncate(&self, len: u64) -> io::Result<()>;
+    /// Takes the space of holes below the end, where the store can do so
+    /// without writing (so `allocated_len` then covers the whole store).
+    fn fill_holes(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// How many bytes from the start are known to have their space taken
     /// (written or reserved), so that overwriting them cannot fail with
     /// `ENOSPC` on a filesystem that overwrites in place. May understate,
@@ -92,6 +101,8 @@ pub struct FileBacking {
     /// The same file opened with `O_DIRECT`, for [`Backing::write_at_direct`];
     /// None where the filesystem refuses direct I/O (tmpfs).
     direct: Option<File>,
+    /// `reserve` allocates (`fallocate`) instead of writing zeros.
+    allocate: bool,
     is_block_device: bool,
 }
 
@@ -114,6 +125,30 @@ impl FileBacking {
         self
     }
 
+    /// `reserve` then takes space with `fallocate`, where the filesystem
+    /// can, instead of writing zeros: shadow storage's data file grows by
+    /// the copies written into it, so zeros first would double its writes.
+    /// (Overwriting blocks allocated this way changes extent metadata once;
+    /// the barrier's sync commits that along with the copies.)
+    pub fn with_allocating_reserve(mut self) -> Self {
+        self.allocate = true;
+        self
+    }
+
+    fn fallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let to_off = |v: u64| {
+            libc::off_t::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        nix::fcntl::fallocate(
+            self.file.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            to_off(offset)?,
+            to_off(len)?,
+        )
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+    }
+
     pub fn create_new(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -130,6 +165,7 @@ impl FileBacking {
         Ok(FileBacking {
             file,
             direct: None,
+            allocate: false,
             is_block_device,
         })
     }
@@ -151,6 +187,42 @@ impl Backing for FileBacking {
         }
     }
 
+    /// One `pwritev` when every part is aligned: one large request costs
+    /// the filesystem less than many (one extent update per request).
+    fn write_parts_direct(&self, parts: &[&[u8]], offset: u64) -> io::Result<()> {
+        let mut at = offset;
+        let mut rest = parts;
+        if let Some(d) = &self.direct {
+            let aligned = parts.iter().all(|p| is_aligned(p, at)) && parts.len() <= 1024;
+            if aligned {
+                let slices: Vec<io::IoSlice<'_>> =
+                    parts.iter().map(|p| io::IoSlice::new(p)).collect();
+                let off = libc::off_t::try_from(offset)
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                let mut written = nix::sys::uio::pwritev(d, &slices, off)
+                    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+                // A short write: the rest part by part.
+                while let Some((first, tail)) = rest.split_first() {
+                    if written < first.len() {
+                        let left = &first[written..];
+                        self.write_at_direct(left, at + written as u64)?;
+                        at += first.len() as u64;
+                        rest = tail;
+                        break;
+                    }
+                    written -= first.len();
+                    at += first.len() as u64;
+                    rest = tail;
+                }
+            }
+        }
+        for part in rest {
+            self.write_at_direct(part, at)?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
@@ -167,15 +239,22 @@ impl Backing for FileBacking {
         }
     }
 
-    /// Writes zeros rather than fallocating: a later overwrite of written
-    /// blocks changes no file metadata, so the sync every copy batch needs
-    /// flushes data only instead of committing the filesystem's journal
-    /// (unwritten-extent conversion, file size).
+    /// Allocates with `fallocate` when set up to (the data file), else,
+    /// or where the filesystem cannot, writes zeros: a later overwrite of
+    /// written blocks changes no file metadata, so a sync of a small file
+    /// (the journal) flushes data only instead of committing the
+    /// filesystem's journal.
     fn reserve(&self, len: u64) -> io::Result<()> {
         const STEP: usize = 1 << 20;
         let cur = self.len()?;
         if len <= cur {
             return Ok(());
+        }
+        if self.allocate && !self.is_block_device {
+            match self.fallocate(cur, len - cur) {
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                done => return done,
+            }
         }
         // Direct writes where possible: dirty zero pages in the cache would
         // have to reach the disk before a direct write of a copy over them.
@@ -189,15 +268,19 @@ impl Backing for FileBacking {
         Ok(())
     }
 
-    fn extend(&self, len: u64) -> io::Result<()> {
-        if self.is_block_device || len <= self.len()? {
-            return Ok(());
-        }
+    fn truncate(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
 
-    fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+    fn fill_holes(&self) -> io::Result<()> {
+        let len = self.len()?;
+        if !self.allocate || self.is_block_device || len == 0 {
+            return Ok(());
+        }
+        match self.fallocate(0, len) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            done => done,
+        }
     }
 
     /// A file without holes is allocated to its end; one with holes counts
@@ -343,8 +426,9 @@ impl DirStorage {
     /// Creates the files in `dir`, which must exist and hold none of them.
     pub fn create(dir: &Path) -> io::Result<Self> {
         let superblock = FileBacking::create_new(&dir.join(SUPERBLOCK_FILE))?;
-        let data =
-            FileBacking::create_new(&dir.join(DATA_FILE))?.with_direct_writes(&dir.join(DATA_FILE));
+        let data = FileBacking::create_new(&dir.join(DATA_FILE))?
+            .with_direct_writes(&dir.join(DATA_FILE))
+            .with_allocating_reserve();
         let journal = FileBacking::create_new(&dir.join(JOURNAL_FILE))?;
         sync_dir(dir)?;
         Ok(DirStorage {
@@ -360,7 +444,8 @@ impl DirStorage {
             dir: dir.to_owned(),
             superblock: FileBacking::open(&dir.join(SUPERBLOCK_FILE), true)?,
             data: FileBacking::open(&dir.join(DATA_FILE), true)?
-                .with_direct_writes(&dir.join(DATA_FILE)),
+                .with_direct_writes(&dir.join(DATA_FILE))
+                .with_allocating_reserve(),
             journal: Mutex::new(Arc::new(FileBacking::open(&dir.join(JOURNAL_FILE), true)?)),
         })
     }

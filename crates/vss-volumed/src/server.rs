@@ -251,7 +251,7 @@ impl VolumeServer {
         });
     }
 
-    /// Keeps shadow storage's data file written and synced ahead of the
+    /// Keeps shadow storage's data file reserved and synced ahead of the
     /// copies (`CowVolume::prepare_storage`), so that growing it is not
     /// paid inside a writer's request.
     fn start_preparer_thread(self: &Arc<Self>) {

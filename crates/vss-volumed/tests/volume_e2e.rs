@@ -422,8 +422,8 @@ fn priv_cow_storage_full_drops_oldest_shadows_and_writes_go_on() {
 }
 
 /// The filesystem holding the shadow storage fills up (no maximum size):
-/// copies then meet ENOSPC, also where the data file grew sparse, and the
-/// oldest shadows go instead of any live write.
+/// growing the data file then meets ENOSPC, and the oldest shadows go
+/// instead of any live write.
 #[test]
 fn priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on() {
     if !privileged("priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on") {
