@@ -158,7 +158,7 @@ pub struct CowVolume {
     /// freed and taken by another copy in between.
     unwritten: RwLock<HashMap<u64, HeldCopy>>,
     /// Bytes at the start of the data file whose space is known to be
-    /// taken (`Backing::allocated_len`, then the preparer's zeros). Only
+    /// taken (`Backing::allocated_len` at open, then `reserve_data`). Only
     /// copies to slots below it wait for the barrier: a copy above it may
     /// meet a full filesystem, which must show on the copy path, where it
     /// evicts the oldest shadow.
@@ -175,8 +175,6 @@ pub struct CowVolume {
 /// Live data held back for the barrier is bounded: past this, a write
 /// waits for one.
 const PENDING_LIMIT_BYTES: usize = 64 << 20;
-/// Largest single write of copies to the data file at a barrier.
-const COPY_WRITE_BYTES: usize = 4 << 20;
 /// Copy buffers kept for reuse, in bytes at most.
 const BATCH_POOL_BYTES: usize = 96 << 20;
 
@@ -204,8 +202,9 @@ impl HeldCopy {
         &self.batch.as_slice()[self.index * cs..(self.index + 1) * cs]
     }
 }
-/// Largest single write of held chunks to the live volume at a barrier.
-const HELD_WRITE_RUN_BYTES: usize = 4 << 20;
+/// Largest single write at a barrier (of copies to the data file, of held
+/// chunks to the live volume).
+const BARRIER_WRITE_BYTES: usize = 4 << 20;
 
 fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
@@ -372,13 +371,21 @@ impl CowVolume {
         // Holes (space not taken) can be left by an older version, which
         // grew the file sparse. Without room to fill them, copies to those
         // slots are written at once, where a full filesystem evicts.
-        if let Err(e) = storage.data().fill_holes() {
-            tracing::warn!(error = %e, "cannot reserve the space of holes in the data file");
+        let allocated_len = || {
+            storage
+                .data()
+                .allocated_len()
+                .map_err(|e| CowError::io("cannot size the data file", e))
+        };
+        let mut allocated_end = allocated_len()?;
+        if allocated_end < data_len {
+            match storage.data().fill_holes() {
+                Ok(()) => allocated_end = allocated_len()?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reserve the space of holes in the data file")
+                }
+            }
         }
-        let allocated_end = storage
-            .data()
-            .allocated_len()
-            .map_err(|e| CowError::io("cannot size the data file", e))?;
 
         let vol = CowVolume {
             sb,
@@ -677,7 +684,7 @@ impl CowVolume {
             };
             let at = c * self.cs();
             if !run.is_empty()
-                && (run_start + run.len() as u64 != at || run.len() >= HELD_WRITE_RUN_BYTES)
+                && (run_start + run.len() as u64 != at || run.len() >= BARRIER_WRITE_BYTES)
             {
                 flush(run, run_start, &mut run_chunks, &mut pending)?;
             }
@@ -715,27 +722,26 @@ impl CowVolume {
             // Neighbouring slots go in one request of up to 4 MiB, from
             // their buffers as they are (one part per stretch of one
             // buffer).
-            let mut parts: Vec<&[u8]> = Vec::new();
+            // `(buffer, first index, end index)` per stretch.
+            let mut stretches: Vec<(&AlignedBuf, usize, usize)> = Vec::new();
             let mut j = i;
             while j < copies.len()
                 && (j == i || copies[j].0 == copies[j - 1].0 + 1)
-                && (j - i) * cs < COPY_WRITE_BYTES
+                && (j - i) * cs < BARRIER_WRITE_BYTES
             {
-                let (_, copy) = &copies[j];
-                let bytes = copy.bytes(cs);
-                let joins = j > i
-                    && Arc::ptr_eq(&copies[j - 1].1.batch, &copy.batch)
-                    && copies[j - 1].1.index + 1 == copy.index;
-                match parts.last_mut() {
-                    Some(last) if joins => {
-                        let whole = copy.batch.as_slice();
-                        let start = (copy.index + 1) * cs - last.len() - cs;
-                        *last = &whole[start..(copy.index + 1) * cs];
+                let copy = &copies[j].1;
+                match stretches.last_mut() {
+                    Some((b, _, end)) if std::ptr::eq(*b, &*copy.batch) && *end == copy.index => {
+                        *end += 1
                     }
-                    _ => parts.push(bytes),
+                    _ => stretches.push((&copy.batch, copy.index, copy.index + 1)),
                 }
                 j += 1;
             }
+            let parts: Vec<&[u8]> = stretches
+                .iter()
+                .map(|(b, from, to)| &b.as_slice()[from * cs..to * cs])
+                .collect();
             if let Err(e) = data.write_parts_direct(&parts, copies[i].0 * cs as u64) {
                 result = Err(e);
                 break;
@@ -1162,19 +1168,16 @@ impl CowVolume {
             // Without room to reserve ahead, the exact size may still fit;
             // failing that, the data file's space reserved ahead of its
             // slots is given back first (records come before speculation).
-            let grown = journal.reserve(want).or_else(|e| {
-                if !is_enospc(&e) {
-                    return Err(e);
-                }
-                journal.reserve(end).or_else(|e| {
-                    if is_enospc(&e) && self.release_prepared()? > 0 {
-                        journal.reserve(end)
-                    } else {
-                        Err(e)
-                    }
-                })
-            });
-            grown.map_err(|e| CowError::io("cannot grow the journal", e))?;
+            let full = |r: &std::io::Result<()>| r.as_ref().is_err_and(is_enospc);
+            let grow_err = |e| CowError::io("cannot grow the journal", e);
+            let mut grown = journal.reserve(want);
+            if full(&grown) {
+                grown = journal.reserve(end);
+            }
+            if full(&grown) && self.release_prepared().map_err(grow_err)? > 0 {
+                grown = journal.reserve(end);
+            }
+            grown.map_err(grow_err)?;
             jt.reserved = journal.len().unwrap_or(end).max(end);
         }
         journal
