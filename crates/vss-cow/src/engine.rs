@@ -24,6 +24,7 @@
 //! [`CowVolume::read_shadow`]).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -170,7 +171,34 @@ pub struct CowVolume {
     /// gathered in, kept from one barrier to the next (a fresh buffer each
     /// time costs page faults on every byte).
     barrier_gate: Mutex<Vec<u8>>,
+    /// Read-ahead of preserved copies for sequential shadow reads.
+    read_ahead: Mutex<ReadAhead>,
+    /// Where `reorder_copies` goes on: `(epoch, chunk)`.
+    reorder_from: Mutex<(u64, u64)>,
+    /// Live writes so far (a server reorders copies when this stands still).
+    live_writes: AtomicU64,
 }
+
+/// Copies lie in the data file in the order they were made, so a shadow
+/// read in chunk order can be a scattered read of the data file, one
+/// chunk at a time. Once such a read had to wait for the disk, the copies
+/// of the rest of the request and of a window ahead are prefetched (read
+/// in the background, many at once) while the reads stay sequential.
+#[derive(Default)]
+struct ReadAhead {
+    /// Offset where the last shadow read ended.
+    next: u64,
+    /// A copy read of the current sequential stretch had to wait.
+    active: bool,
+    /// Chunks below this were prefetched already.
+    until: u64,
+}
+
+/// How far ahead of a sequential shadow read copies are prefetched:
+/// this many requests of its size, within the bounds below.
+const READ_AHEAD_REQUESTS: u64 = 4;
+const READ_AHEAD_MIN_BYTES: u64 = 1 << 20;
+const READ_AHEAD_MAX_BYTES: u64 = 16 << 20;
 
 /// Live data held back for the barrier is bounded: past this, a write
 /// waits for one.
@@ -205,6 +233,26 @@ impl HeldCopy {
 /// Largest single write at a barrier (of copies to the data file, of held
 /// chunks to the live volume).
 const BARRIER_WRITE_BYTES: usize = 4 << 20;
+
+/// Maximal runs of `items`, as index ranges, in which every item `joins`
+/// the one before it (neighbouring chunks, neighbouring slots).
+fn runs<'a, T>(
+    items: &'a [T],
+    joins: impl Fn(&T, &T) -> bool + 'a,
+) -> impl Iterator<Item = Range<usize>> + 'a {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= items.len() {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        while i < items.len() && joins(&items[i - 1], &items[i]) {
+            i += 1;
+        }
+        Some(start..i)
+    })
+}
 
 fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
@@ -408,6 +456,9 @@ impl CowVolume {
             max_changes: AtomicU64::new(0),
             unwritten: RwLock::new(HashMap::new()),
             allocated_end: AtomicU64::new(allocated_end),
+            read_ahead: Mutex::new(ReadAhead::default()),
+            reorder_from: Mutex::new((0, 0)),
+            live_writes: AtomicU64::new(0),
             batch_pool: Mutex::new(BatchPool::default()),
             barrier_gate: Mutex::new(Vec::new()),
         };
@@ -442,6 +493,11 @@ impl CowVolume {
     /// limit takes effect at the next cut.
     pub fn set_shadow_limit(&self, max_shadows: u32, evict_at_limit: bool) {
         *lock(&self.shadow_limit) = (max_shadows, evict_at_limit);
+    }
+
+    /// Live writes served so far.
+    pub fn live_writes(&self) -> u64 {
+        self.live_writes.load(Ordering::Relaxed)
     }
 
     pub fn copies_made(&self) -> u64 {
@@ -507,6 +563,7 @@ impl CowVolume {
         if buf.is_empty() {
             return Ok(());
         }
+        self.live_writes.fetch_add(1, Ordering::Relaxed);
         let cs = self.cs();
         let first = offset / cs;
         let last = (offset + buf.len() as u64 - 1) / cs;
@@ -1004,48 +1061,59 @@ impl CowVolume {
 
     /// Takes `n` free slots, growing the data file within the maximum size.
     fn allocate_slots(&self, n: u64) -> CowResult<Result<Vec<u64>, Shortage>> {
-        let cs = self.cs();
         let journal_bytes = lock(&self.journal).reserved;
         let mut st = lock(&self.state);
-        let from_free = n.min(st.free_slots.len() as u64);
-        let fresh = n - from_free;
+        let fresh = n - n.min(st.free_slots.len() as u64);
         if fresh > 0 {
-            let max_slots = st
-                .max_bytes
-                .map_or(u64::MAX, |m| m.saturating_sub(journal_bytes) / cs);
-            if st.allocated_slots + fresh > max_slots {
-                return Ok(Err(Shortage::MaxSize));
-            }
-            let step = (self.tuning.grow_step / cs).max(1);
-            let target = (st.allocated_slots + fresh.max(step)).min(max_slots);
-            // `prepare_storage` normally keeps space reserved ahead, so
-            // that this is rare; a full filesystem shows here, and evicts.
-            let _grow = lock(&self.grow);
-            if let Err(e) = self.reserve_data(target * cs) {
-                if !is_enospc(&e) {
-                    return Err(CowError::io("cannot grow the shadow storage", e));
-                }
-                // A smaller step may still fit.
-                let exact = st.allocated_slots + fresh;
-                if let Err(e) = self.reserve_data(exact * cs) {
-                    if is_enospc(&e) {
-                        return Ok(Err(Shortage::StorageFull));
-                    }
-                    return Err(CowError::io("cannot grow the shadow storage", e));
-                }
-                let old = st.allocated_slots;
-                st.allocated_slots = exact;
-                st.free_slots.extend(old..exact);
-            } else {
-                let old = st.allocated_slots;
-                st.allocated_slots = target;
-                st.free_slots.extend(old..target);
+            if let Err(shortage) = self.grow_slots(&mut st, fresh, journal_bytes)? {
+                return Ok(Err(shortage));
             }
         }
         let slots: Vec<u64> = (0..n)
             .map(|_| st.free_slots.pop_first().expect("counted above"))
             .collect();
         Ok(Ok(slots))
+    }
+
+    /// Adds at least `fresh` slots at the end of the data file, within the
+    /// maximum size (`journal_bytes` of which the journal takes).
+    fn grow_slots(
+        &self,
+        st: &mut State,
+        fresh: u64,
+        journal_bytes: u64,
+    ) -> CowResult<Result<(), Shortage>> {
+        let cs = self.cs();
+        let max_slots = st
+            .max_bytes
+            .map_or(u64::MAX, |m| m.saturating_sub(journal_bytes) / cs);
+        if st.allocated_slots + fresh > max_slots {
+            return Ok(Err(Shortage::MaxSize));
+        }
+        let step = (self.tuning.grow_step / cs).max(1);
+        let target = (st.allocated_slots + fresh.max(step)).min(max_slots);
+        // `prepare_storage` normally keeps space reserved ahead, so that
+        // this is rare; a full filesystem shows here, and evicts.
+        let _grow = lock(&self.grow);
+        let end = match self.reserve_data(target * cs) {
+            Ok(()) => target,
+            Err(e) if !is_enospc(&e) => {
+                return Err(CowError::io("cannot grow the shadow storage", e))
+            }
+            // A smaller step may still fit.
+            Err(_) => {
+                let exact = st.allocated_slots + fresh;
+                match self.reserve_data(exact * cs) {
+                    Ok(()) => exact,
+                    Err(e) if is_enospc(&e) => return Ok(Err(Shortage::StorageFull)),
+                    Err(e) => return Err(CowError::io("cannot grow the shadow storage", e)),
+                }
+            }
+        };
+        let old = st.allocated_slots;
+        st.allocated_slots = end;
+        st.free_slots.extend(old..end);
+        Ok(Ok(()))
     }
 
     /// Keeps the data file's space reserved (`Backing::reserve`) and synced
@@ -1408,56 +1476,68 @@ impl CowVolume {
         let cs = self.cs();
         let first = offset / cs;
         let last = (offset + buf.len() as u64 - 1) / cs;
+        let sequential = self.read_ahead_starts(offset, offset + buf.len() as u64);
         loop {
-            let (epoch, sources) = {
+            let (epoch, moves, sources) = {
                 let st = lock(&self.state);
                 let epoch = readable_epoch(&st, shadow_id)?;
                 let sources: Vec<Source> = (first..=last)
                     .map(|c| st.source(epoch, c).expect("shadow exists"))
                     .collect();
-                (epoch, sources)
+                (epoch, st.moves, sources)
             };
+            let mut moved = false;
             // Runs of neighbouring chunks with the same kind of source (and,
             // for copies, neighbouring slots) are read with one call each.
             let end = offset + buf.len() as u64;
             let piece = |c: u64| (offset.max(c * cs), end.min((c + 1) * cs));
             let mut copy_buf = Vec::new();
-            let n = sources.len();
-            let mut i = 0;
-            while i < n {
-                let mut j = i + 1;
-                while j < n
-                    && match (sources[j - 1], sources[j]) {
-                        (Source::Zeros, Source::Zeros) | (Source::Live, Source::Live) => true,
-                        (Source::Copy { at: a, .. }, Source::Copy { at: b, .. }) => {
-                            b.slot == a.slot + 1
-                        }
-                        _ => false,
-                    }
-                {
-                    j += 1;
-                }
-                let (c_i, c_j) = (first + i as u64, first + j as u64 - 1);
+            let mut prefetched = false;
+            let same_run = |a: &Source, b: &Source| match (a, b) {
+                (Source::Zeros, Source::Zeros) | (Source::Live, Source::Live) => true,
+                (Source::Copy { at: a, .. }, Source::Copy { at: b, .. }) => b.slot == a.slot + 1,
+                _ => false,
+            };
+            'runs: for r in runs(&sources, same_run) {
+                let (c_i, c_j) = (first + r.start as u64, first + r.end as u64 - 1);
                 let (lo, _) = piece(c_i);
                 let (_, hi) = piece(c_j);
                 let out = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
-                match sources[i] {
+                match sources[r.start] {
                     Source::Zeros => out.fill(0),
                     Source::Live => self
                         .origin
                         .read_at(out, lo)
                         .map_err(|e| CowError::io("cannot read the live volume", e))?,
                     Source::Copy { at, .. } => {
-                        copy_buf.resize((j - i) * cs as usize, 0);
-                        self.read_copies(at.slot, &mut copy_buf)?;
-                        for k in i..j {
+                        copy_buf.resize(r.len() * cs as usize, 0);
+                        let try_cached = !prefetched;
+                        let mut before_wait = || {
+                            prefetched = true;
+                            self.prefetch_copies(&sources[r.start..]);
+                            if sequential {
+                                self.read_ahead(epoch, last + 1, (last + 1 - first) * cs, true);
+                            }
+                        };
+                        let before_wait: Option<&mut dyn FnMut()> =
+                            if try_cached { Some(&mut before_wait) } else { None };
+                        self.read_copies(at.slot, &mut copy_buf, before_wait)?;
+                        for k in r.clone() {
                             let c = first + k as u64;
                             let Source::Copy { epoch: tag, at } = sources[k] else {
                                 unreachable!("a run of copies");
                             };
-                            let chunk = &copy_buf[(k - i) * cs as usize..(k - i + 1) * cs as usize];
+                            let chunk = &copy_buf
+                                [(k - r.start) * cs as usize..(k - r.start + 1) * cs as usize];
                             if crc32c::crc32c(chunk) != at.crc {
-                                let served = lock(&self.state).shadows_served_by(c, tag);
+                                let st = lock(&self.state);
+                                if st.moves != moves {
+                                    // The copy went to another slot.
+                                    moved = true;
+                                    break 'runs;
+                                }
+                                let served = st.shadows_served_by(c, tag);
+                                drop(st);
                                 self.mark_lost(&served, LostReason::PreservedDataCorrupt);
                                 return Err(CowError::ShadowLost {
                                     shadow_id,
@@ -1471,13 +1551,18 @@ impl CowVolume {
                         }
                     }
                 }
-                i = j;
             }
-            // Validate: the shadow still exists (so no slot it reads was
-            // reused) and every chunk read live still is.
+            if sequential && !prefetched {
+                self.read_ahead(epoch, last + 1, (last + 1 - first) * cs, false);
+            }
+            // Validate: the shadow still exists and no copy moved (so no
+            // slot it reads was reused) and every chunk read live still is.
             let st = lock(&self.state);
             if st.by_id.get(&shadow_id) != Some(&epoch) {
                 return Err(CowError::NoSuchShadow(shadow_id));
+            }
+            if moved || st.moves != moves {
+                continue;
             }
             let unchanged = (first..=last)
                 .zip(&sources)
@@ -1490,8 +1575,15 @@ impl CowVolume {
 
     /// Reads the copies in neighbouring slots from `first_slot` into `out`
     /// (one chunk each): from memory those the barrier has not written yet,
-    /// the rest from the data file, in one read when all are there.
-    fn read_copies(&self, first_slot: u64, out: &mut [u8]) -> CowResult<()> {
+    /// the rest from the data file, in one read when all are there. With
+    /// `before_wait`, a read from the file is tried from the page cache
+    /// first, and `before_wait` runs before a read that has to wait.
+    fn read_copies(
+        &self,
+        first_slot: u64,
+        out: &mut [u8],
+        before_wait: Option<&mut dyn FnMut()>,
+    ) -> CowResult<()> {
         let cs = self.cs() as usize;
         let count = (out.len() / cs) as u64;
         let held: Vec<Option<HeldCopy>> = {
@@ -1505,20 +1597,175 @@ impl CowVolume {
             }
         };
         let data = self.storage.data();
-        let read = |out: &mut [u8], slot: u64| {
-            data.read_at(out, slot * cs as u64)
-                .map_err(|e| CowError::io("cannot read a preserved chunk", e))
-        };
+        let err = |e| CowError::io("cannot read a preserved chunk", e);
         if held.iter().all(Option::is_none) {
-            return read(out, first_slot);
+            let at = first_slot * cs as u64;
+            if let Some(before_wait) = before_wait {
+                if data.read_cached(out, at).map_err(err)? {
+                    return Ok(());
+                }
+                before_wait();
+            }
+            return data.read_at(out, at).map_err(err);
         }
         for ((slot, copy), part) in (first_slot..).zip(&held).zip(out.chunks_mut(cs)) {
             match copy {
                 Some(copy) => part.copy_from_slice(copy.bytes(cs)),
-                None => read(part, slot)?,
+                None => data.read_at(part, slot * cs as u64).map_err(err)?,
             }
         }
         Ok(())
+    }
+
+    /// Starts reading the copies among `sources` into the page cache, one
+    /// request per run of neighbouring slots, without waiting for them.
+    fn prefetch_copies(&self, sources: &[Source]) {
+        let slots: Vec<u64> = sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Copy { at, .. } => Some(at.slot),
+                _ => None,
+            })
+            .collect();
+        let data = self.storage.data();
+        for r in runs(&slots, |a, b| *b == a + 1) {
+            data.prefetch(slots[r.start] * self.cs(), r.len() as u64 * self.cs());
+        }
+    }
+
+    /// Notes a shadow read of `offset..end`; true if it continues the last
+    /// one (a sequential reader), which keeps read-ahead going.
+    fn read_ahead_starts(&self, offset: u64, end: u64) -> bool {
+        let mut ra = lock(&self.read_ahead);
+        let sequential = ra.next == offset;
+        if !sequential {
+            ra.active = false;
+            ra.until = 0;
+        }
+        ra.next = end;
+        sequential
+    }
+
+    /// Prefetches the copies of shadow `epoch` in a window from chunk
+    /// `from` (where a sequential read of `request_bytes` ended), if an
+    /// earlier read of this stretch waited for the disk (or `waited`), and
+    /// as far as not done already.
+    fn read_ahead(&self, epoch: u64, from: u64, request_bytes: u64, waited: bool) {
+        let cs = self.cs();
+        let window = (request_bytes * READ_AHEAD_REQUESTS)
+            .clamp(READ_AHEAD_MIN_BYTES, READ_AHEAD_MAX_BYTES)
+            .div_ceil(cs);
+        let chunks = self.volume_size().div_ceil(cs);
+        let range = {
+            let mut ra = lock(&self.read_ahead);
+            ra.active |= waited;
+            let (lo, hi) = (ra.until.max(from), (from + window).min(chunks));
+            // Only once a window's worth of it has been read.
+            if !ra.active || hi <= lo || (ra.until > from && hi - lo < window / 2) {
+                return;
+            }
+            ra.until = hi;
+            lo..hi
+        };
+        let sources: Vec<Source> = {
+            let st = lock(&self.state);
+            range.filter_map(|c| st.source(epoch, c)).collect()
+        };
+        self.prefetch_copies(&sources);
+    }
+
+    /// Moves at most `max_chunks` preserved copies so that copies with one
+    /// tag of neighbouring chunks lie in neighbouring slots: copies lie in
+    /// the order they were made, so after random writes a shadow read in
+    /// chunk order would be a scattered read of the data file. Meant for
+    /// idle time, in small steps (it holds off copies meanwhile). Returns
+    /// how many copies moved; 0 once every run is in order or there is no
+    /// room for a step (the data file grows by a step at most beyond the
+    /// slots it frees, within the maximum size). Crash-safe like a trim:
+    /// the copies are durable in their new slots before the records naming
+    /// them, and the old slots are free only after.
+    pub fn reorder_copies(&self, max_chunks: usize) -> CowResult<u64> {
+        let _cow = lock(&self.cow);
+        self.barrier_locked()?;
+        let cs = self.cs();
+        let plan = {
+            let st = lock(&self.state);
+            let mut from = lock(&self.reorder_from);
+            let mut plan = st.scattered_run(*from, max_chunks.max(2));
+            if plan.is_empty() && *from != (0, 0) {
+                plan = st.scattered_run((0, 0), max_chunks.max(2));
+            }
+            *from = plan.last().map_or((0, 0), |&(c, e, _)| (e, c + 1));
+            plan
+        };
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let n = plan.len() as u64;
+        let journal_bytes = lock(&self.journal).reserved;
+        let start = {
+            let mut st = lock(&self.state);
+            match st.take_free_run(n) {
+                Some(start) => start,
+                None => {
+                    if self.grow_slots(&mut st, n, journal_bytes)?.is_err() {
+                        return Ok(0);
+                    }
+                    let Some(start) = st.take_free_run(n) else {
+                        return Ok(0);
+                    };
+                    start
+                }
+            }
+        };
+        let give_back = |e: CowError| {
+            self.release_slots(&(start..start + n).collect::<Vec<_>>());
+            e
+        };
+        let mut buf = self.take_batch(n as usize * cs as usize);
+        let bytes = &mut buf.as_mut_slice()[..n as usize * cs as usize];
+        let data = self.storage.data();
+        for r in runs(&plan, |a, b| b.2.slot == a.2.slot + 1) {
+            data.read_at(
+                &mut bytes[r.start * cs as usize..r.end * cs as usize],
+                plan[r.start].2.slot * cs,
+            )
+            .map_err(|e| give_back(CowError::io("cannot read a preserved chunk", e)))?;
+        }
+        for (k, &(chunk, epoch, at)) in plan.iter().enumerate() {
+            if crc32c::crc32c(&bytes[k * cs as usize..(k + 1) * cs as usize]) != at.crc {
+                let served = lock(&self.state).shadows_served_by(chunk, epoch);
+                self.mark_lost(&served, LostReason::PreservedDataCorrupt);
+                return Err(give_back(CowError::io(
+                    "a preserved chunk fails its checksum (the shadows it serves are lost)",
+                    std::io::ErrorKind::InvalidData.into(),
+                )));
+            }
+        }
+        data.write_at_direct(bytes, start * cs)
+            .and_then(|()| data.sync())
+            .map_err(|e| give_back(CowError::io("cannot move preserved chunks", e)))?;
+        self.recycle_batch(Arc::new(buf));
+        let records: Vec<Record> = plan
+            .iter()
+            .zip(start..)
+            .map(|(&(chunk, epoch, at), slot)| Record::Preserved {
+                chunk,
+                epoch,
+                slot,
+                data_crc: at.crc,
+            })
+            .collect();
+        // A failed append leaves the new slots taken until the next open:
+        // some of the records may be durable.
+        self.append(&records)?;
+        let mut st = lock(&self.state);
+        for (&(chunk, epoch, at), slot) in plan.iter().zip(start..) {
+            st.insert_record(chunk, epoch, Preserved { slot, crc: at.crc });
+            st.free_slots.insert(at.slot);
+        }
+        st.moves += 1;
+        Ok(n)
     }
 
     /// Writes the content of a shadow back onto the live volume, through
@@ -1637,6 +1884,7 @@ impl CowVolume {
                 },
             );
             st.free_slots.insert(old.slot);
+            st.moves += 1;
         }
         let mut st = lock(&self.state);
         let mut end = st.allocated_slots;

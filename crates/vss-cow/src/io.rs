@@ -13,6 +13,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// storage.
 pub trait Backing: Send + Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Reads like `read_at` if that needs no wait for a device (the page
+    /// cache holds it all) and returns true; returns false, with `buf` in
+    /// any state, if it would wait. By default every read counts as cached.
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.read_at(buf, offset).map(|()| true)
+    }
+    /// Hints that `len` bytes at `offset` are read soon: the store may start
+    /// reading them now, without waiting. By default nothing.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Like `write_at`, but past the page cache where the store allows it
     /// and `buf`, `offset` and the length are aligned to [`DIRECT_ALIGN`].
@@ -176,11 +185,43 @@ impl Backing for FileBacking {
         self.file.read_exact_at(buf, offset)
     }
 
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            match vss_sys::pread_cached(&self.file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(false),
+                // No RWF_NOWAIT here: an ordinary read.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.read_at(&mut buf[done..], offset + done as u64)?;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
-    fn write_at_direct(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+    /// `POSIX_FADV_WILLNEED`: the kernel starts reading into the page cache
+    /// and returns, so many scattered reads can be in flight at once.
+    fn prefetch(&self, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return;
+        };
+        // Only a hint: a failure changes nothing but speed.
+        use std::os::fd::AsRawFd;
+        let _ = nix::fcntl::posix_fadvise(
+            self.file.as_raw_fd(),
+            offset,
+            len,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+        );
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         match &self.direct {
             Some(d) if is_aligned(buf, offset) => d.write_all_at(buf, offset),
             _ => self.file.write_all_at(buf, offset),

@@ -60,6 +60,10 @@ pub struct State {
     /// Slots the data file holds.
     pub allocated_slots: u64,
     pub free_slots: BTreeSet<u64>,
+    /// Counts moves of copies to other slots: a shadow read that found a
+    /// copy changed under it reads again if this moved meanwhile (the old
+    /// slot may hold another copy by then).
+    pub moves: u64,
 }
 
 impl State {
@@ -75,6 +79,7 @@ impl State {
             max_bytes: None,
             allocated_slots: 0,
             free_slots: BTreeSet::new(),
+            moves: 0,
         }
     }
 
@@ -241,6 +246,61 @@ impl State {
         freed
     }
 
+    /// The first run of copies, from `(epoch, chunk)` = `from` on in that
+    /// order, with one tag and neighbouring chunks but not in neighbouring
+    /// ascending slots, at most `max` long, as `(chunk, epoch, copy)`. A
+    /// shadow read in chunk order reads such a run scattered over the data
+    /// file; moved into neighbouring slots, with one request.
+    pub fn scattered_run(&self, from: (u64, u64), max: usize) -> Vec<(u64, u64, Preserved)> {
+        let mut run: Vec<(u64, u64, Preserved)> = Vec::new();
+        let mut in_order = true;
+        for &(e, c) in self.by_epoch.range(from..) {
+            let at = self.records[&(c, e)];
+            let joins = run
+                .last()
+                .is_some_and(|&(pc, pe, _)| pe == e && pc + 1 == c && run.len() < max);
+            if !joins {
+                if run.len() >= 2 && !in_order {
+                    return run;
+                }
+                run.clear();
+                in_order = true;
+            } else if let Some(&(_, _, prev)) = run.last() {
+                in_order &= at.slot == prev.slot + 1;
+            }
+            run.push((c, e, at));
+        }
+        if run.len() >= 2 && !in_order {
+            run
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Takes the lowest `n` neighbouring free slots, if there are.
+    pub fn take_free_run(&mut self, n: u64) -> Option<u64> {
+        let mut start = None;
+        let mut len = 0;
+        let mut prev = None;
+        for &s in &self.free_slots {
+            if prev.is_some_and(|p| p + 1 == s) {
+                len += 1;
+            } else {
+                start = Some(s);
+                len = 1;
+            }
+            prev = Some(s);
+            if len == n {
+                break;
+            }
+        }
+        let start = start.filter(|_| len == n && n > 0)?;
+        for s in start..start + n {
+            self.free_slots.remove(&s);
+        }
+        Some(start)
+    }
+
     /// Slots in use by preserved copies.
     pub fn used_slots(&self) -> u64 {
         self.allocated_slots - self.free_slots.len() as u64
@@ -267,6 +327,37 @@ mod tests {
             free: ChunkRanges::from_ranges(free.to_vec()),
             lost: None,
         }
+    }
+
+    #[test]
+    fn scattered_runs_are_found_in_tag_and_chunk_order() {
+        let mut st = State::new(64);
+        let p = |slot| Preserved { slot, crc: 0 };
+        // Tag 1: chunks 0-2 in order, 5-7 scattered; tag 2: 3-4 scattered,
+        // 9 alone.
+        for (c, slot) in [(0, 0), (1, 1), (2, 2), (5, 9), (6, 3), (7, 8)] {
+            st.insert_record(c, 1, p(slot));
+        }
+        for (c, slot) in [(3, 7), (4, 5), (9, 4)] {
+            st.insert_record(c, 2, p(slot));
+        }
+        let chunks = |r: Vec<(u64, u64, Preserved)>| -> Vec<(u64, u64)> {
+            r.iter().map(|&(c, e, _)| (e, c)).collect()
+        };
+        assert_eq!(
+            chunks(st.scattered_run((0, 0), 16)),
+            [(1, 5), (1, 6), (1, 7)]
+        );
+        assert_eq!(chunks(st.scattered_run((1, 6), 16)), [(1, 6), (1, 7)]);
+        assert_eq!(chunks(st.scattered_run((1, 8), 16)), [(2, 3), (2, 4)]);
+        assert_eq!(chunks(st.scattered_run((0, 0), 2)), [(1, 5), (1, 6)]);
+        assert!(st.scattered_run((2, 4), 16).is_empty());
+
+        st.free_slots = [10, 12, 13, 14, 20].into_iter().collect();
+        assert_eq!(st.take_free_run(2), Some(12));
+        assert_eq!(st.take_free_run(2), None);
+        assert_eq!(st.take_free_run(1), Some(10));
+        assert_eq!(st.free_slots.iter().copied().collect::<Vec<_>>(), [14, 20]);
     }
 
     #[test]

@@ -54,6 +54,8 @@ enum Op {
     FlushHeld,
     /// Background preparation of the data file ahead of allocation.
     Prepare,
+    /// Idle-time reordering of copies, `steps` steps of `max` chunks.
+    Reorder { steps: u8, max: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -72,6 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         3 => Just(Op::FlushHeld),
         3 => Just(Op::Prepare),
+        3 => (1u8..4, 1usize..12).prop_map(|(steps, max)| Op::Reorder { steps, max }),
     ]
 }
 
@@ -222,6 +225,16 @@ impl Harness {
             Op::CheckAll => self.check_all()?,
             Op::Prepare => {
                 self.vol().prepare_storage().expect("prepare storage");
+            }
+            Op::Reorder { steps, max } => {
+                let before = self.vol().usage();
+                for _ in 0..*steps {
+                    if self.vol().reorder_copies(*max).expect("reorder copies") == 0 {
+                        break;
+                    }
+                }
+                // Moving copies drops no shadow.
+                prop_assert_eq!(self.vol().usage().shadow_count, before.shadow_count);
             }
             Op::FlushHeld => {
                 self.vol().flush_held().expect("flush held");

@@ -19,7 +19,8 @@
 //! - [`probe`]: what filesystem a device or image holds, from its
 //!   superblock;
 //! - [`block_device_size`], [`set_io_flusher`]: for the process that serves
-//!   a loop device's backing file.
+//!   a loop device's backing file;
+//! - [`pread_cached`]: a read that takes only what the page cache holds.
 //!
 //! Errors are `std::io::Error`s that keep the raw `errno` (callers map
 //! `EBUSY`, `ENOENT`, `EROFS`… to VSS codes), so they carry no path: the
@@ -204,6 +205,29 @@ pub fn set_io_flusher() -> io::Result<()> {
     Ok(())
 }
 
+/// Reads from `file` at `offset` only what the page cache already holds
+/// (`preadv2` with `RWF_NOWAIT`), so a caller can learn that a read would
+/// wait for the disk and start the reads it needs next before waiting.
+/// Returns the bytes read: fewer than `buf.len()` when the rest is not
+/// cached (0 at the end of the file); `EAGAIN` when nothing at `offset` is.
+/// Filesystems without support answer `EOPNOTSUPP`.
+pub fn pread_cached(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the one iovec points to `buf`, which is valid for writes of
+    // `buf.len()` bytes and borrowed mutably for the whole call; the fd is
+    // open for as long as `file` lives.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Makes SIGTERM, SIGINT and SIGHUP ignored by this process. The hold
 /// watchdog uses it: when a service manager stops vssd's whole process
 /// group, the watchdog must live long enough to thaw (it thaws as soon as
@@ -247,6 +271,28 @@ mod tests {
         let e = block_device_size(Path::new("/dev/null")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
         let e = block_device_size(Path::new("/proc")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
+
+    #[test]
+    fn pread_cached_reads_what_the_page_cache_holds() {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&[7u8; 8192]).unwrap();
+        let file = f.as_file();
+        // Just written: the pages are cached.
+        let mut buf = [0u8; 4096];
+        match pread_cached(file, &mut buf, 4096) {
+            Ok(n) => {
+                assert_eq!(n, 4096);
+                assert_eq!(buf, [7u8; 4096]);
+            }
+            // A filesystem without RWF_NOWAIT for buffered reads.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}"),
+        }
+        // At the end of the file: nothing to read.
+        assert_eq!(pread_cached(file, &mut buf, 8192).unwrap_or(0), 0);
+        let e = pread_cached(file, &mut buf, u64::MAX).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
