@@ -113,6 +113,10 @@ fn child(dir: &Path, seed: u64) -> ! {
                 vol.prepare_storage().unwrap();
                 vol.flush_held().unwrap();
             }
+            3 | 4 => {
+                // The volume server's idle-time reordering of copies.
+                vol.reorder_copies(1 + rng.below(64) as usize).unwrap();
+            }
             _ => {
                 let len = (1 + rng.below(16)) * 4096 - rng.below(3) * 512;
                 let off = rng.below(VOLUME - len);
