@@ -323,6 +323,7 @@ impl CowManager {
             revert_pending: None,
             max_shadows: self.shadow_limit.0,
             delete_oldest_at_limit: self.shadow_limit.1,
+            reorder_copies_when_idle: true,
         };
         std::fs::create_dir_all(&self.volumes_dir)
             .map_err(|e| io_err("cannot create the volumes directory", &e))?;

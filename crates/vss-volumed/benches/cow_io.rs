@@ -137,6 +137,12 @@ fn quiet(program: &str, args: &[&str]) -> bool {
 /// A fully allocated image with a fresh ext4 (inode tables and journal
 /// written at mkfs time, so no lazy init runs in the background while we
 /// measure).
+/// `COW_BENCH_REORDER=0` switches the servers' idle-time reorder of
+/// copies off, to measure shadow reads of copies as the writes left them.
+fn reorder_enabled() -> bool {
+    std::env::var("COW_BENCH_REORDER").as_deref() != Ok("0")
+}
+
 fn make_image(path: &Path, size_mb: u64) {
     run(
         "fallocate",
@@ -200,11 +206,12 @@ impl Server {
         // later take their defaults here.
         let config_path = dir.path().join("volume.toml");
         let text = format!(
-            "volume-id = {:?}\ndevice = {:?}\nmount-point = {:?}\nfs-type = \"ext4\"\nrun-dir = {:?}\n",
+            "volume-id = {:?}\ndevice = {:?}\nmount-point = {:?}\nfs-type = \"ext4\"\nrun-dir = {:?}\nreorder-copies-when-idle = {}\n",
             id_text(0xbe4c),
             image.to_str().unwrap(),
             dir.path().join("mnt").to_str().unwrap(),
             dir.path().join("run").to_str().unwrap(),
+            reorder_enabled(),
         );
         std::fs::write(&config_path, text).unwrap();
         let config = VolumeConfig::load(&config_path).unwrap();
@@ -698,6 +705,30 @@ fn cut_n(server: &Server, n: usize, first_id: u128) -> Vec<(PathBuf, CutTimes)> 
 
 // ---- part 2: shadow reads ---------------------------------------------
 
+/// Waits until the server's idle-time reorder has put every copy in chunk
+/// order (it starts 2 s after the last write), at most 5 minutes.
+fn wait_for_reorder(server: &Server) {
+    let started = Instant::now();
+    let used = server.used_bytes();
+    while !server
+        .status()
+        .storage
+        .is_some_and(|st| st.copies_in_order)
+    {
+        check_interrupt();
+        if started.elapsed() > Duration::from_secs(300) {
+            eprintln!("cow_io: reorder not finished after 5 minutes; reading anyway");
+            return;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "cow_io: copies in chunk order after {:.1} s (storage used {:.1} MiB)",
+        started.elapsed().as_secs_f64(),
+        used as f64 / (1 << 20) as f64
+    );
+}
+
 struct ReadRow {
     file: &'static str,
     cache: &'static str,
@@ -1183,6 +1214,9 @@ fn main() {
         cow.insert(n, r);
         if n == extra_on {
             if let Some(oldest) = images.first() {
+                if reorder_enabled() {
+                    wait_for_reorder(&server);
+                }
                 reads = shadow_reads(&s, &server, oldest);
             }
             stall = Some(write_stall(&server, 0x2000, 5));

@@ -32,6 +32,15 @@ pub struct VolumeConfig {
     /// refusing it (`0x80042317`), like Windows' MaxShadowCopies.
     #[serde(default)]
     pub delete_oldest_at_limit: bool,
+    /// When no write came for a while, move preserved copies into chunk
+    /// order (`CowVolume::reorder_copies`), so shadows read sequentially
+    /// read shadow storage sequentially.
+    #[serde(default = "default_true")]
+    pub reorder_copies_when_idle: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 pub const DEFAULT_MAX_SHADOWS: u32 = 64;

@@ -107,6 +107,10 @@ pub struct StorageStatus {
     pub used_bytes: u64,
     pub allocated_bytes: u64,
     pub max_bytes: Option<u64>,
+    /// No preserved copy waits for the idle-time reorder (none was made
+    /// since it last finished, or it is switched off or gave up).
+    #[serde(default)]
+    pub copies_in_order: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -132,6 +132,8 @@ pub struct VolumeServer {
     events: Mutex<Option<mpsc::Sender<Event>>>,
     revert: Mutex<Option<RevertState>>,
     stopping: AtomicBool,
+    /// Set by the reorder thread: see `StorageStatus::copies_in_order`.
+    copies_in_order: Arc<AtomicBool>,
 }
 
 fn now_unix() -> i64 {
@@ -187,10 +189,16 @@ impl VolumeServer {
             events: Mutex::new(None),
             revert: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            copies_in_order: Arc::new(AtomicBool::new(false)),
         });
         server.start_event_thread();
         server.start_flusher_thread();
         server.start_preparer_thread();
+        if config.reorder_copies_when_idle {
+            server.start_reorder_thread();
+        } else {
+            server.copies_in_order.store(true, Ordering::SeqCst);
+        }
         if let Some(storage) = &config.storage {
             server.open_storage(&storage.dir)?;
         }
@@ -269,6 +277,61 @@ impl VolumeServer {
                         tracing::warn!(error = %e, "cannot prepare shadow storage ahead");
                     }
                     Err(_) => {}
+                }
+            },
+        );
+    }
+
+    /// Once no write came for two seconds, moves preserved copies into
+    /// chunk order in steps of 4 MiB (`CowVolume::reorder_copies`), until
+    /// none is left out of order or a write comes (each step holds off
+    /// copies for its few milliseconds only, and at most 100 ms of steps
+    /// run in a row). Copies made by random writes lie in the order of the
+    /// writes; a backup reading the shadow in order would otherwise read
+    /// shadow storage scattered, one chunk per request.
+    fn start_reorder_thread(self: &Arc<Self>) {
+        const IDLE: Duration = Duration::from_secs(2);
+        const STEP_BYTES: usize = 4 << 20;
+        let in_order = self.copies_in_order.clone();
+        let mut seen = u64::MAX;
+        let mut quiet_since = std::time::Instant::now();
+        self.spawn_engine_task(
+            "volume-reorder",
+            Duration::from_millis(200),
+            move |engine| {
+                let writes = engine.live_writes();
+                if writes != seen {
+                    seen = writes;
+                    quiet_since = std::time::Instant::now();
+                    in_order.store(false, Ordering::SeqCst);
+                    return;
+                }
+                if quiet_since.elapsed() < IDLE || in_order.load(Ordering::SeqCst) {
+                    return;
+                }
+                let step = (STEP_BYTES / engine.chunk_size() as usize).max(2);
+                let started = std::time::Instant::now();
+                loop {
+                    match engine.reorder_copies(step) {
+                        Ok(0) => {
+                            in_order.store(engine.live_writes() == seen, Ordering::SeqCst);
+                            break;
+                        }
+                        Ok(_) => {
+                            if engine.live_writes() != seen
+                                || started.elapsed() >= Duration::from_millis(100)
+                            {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            // Until the next write: no retry loop on a
+                            // failing storage.
+                            tracing::warn!(error = %e, "cannot reorder preserved copies");
+                            in_order.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                    }
                 }
             },
         );
@@ -529,6 +592,7 @@ impl VolumeServer {
                     used_bytes: u.used_bytes,
                     allocated_bytes: u.allocated_bytes,
                     max_bytes: u.max_bytes,
+                    copies_in_order: self.copies_in_order.load(Ordering::SeqCst),
                 }
             }),
             shadows: engine

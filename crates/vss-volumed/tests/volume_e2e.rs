@@ -46,6 +46,7 @@ impl Server {
             revert_pending: None,
             max_shadows: 64,
             delete_oldest_at_limit: false,
+            reorder_copies_when_idle: true,
         };
         let config_path = dir.path().join("volume.toml");
         config.save(&config_path).unwrap();
