@@ -1510,7 +1510,14 @@ impl CowVolume {
                         .read_at(out, lo)
                         .map_err(|e| CowError::io("cannot read the live volume", e))?,
                     Source::Copy { at, .. } => {
-                        copy_buf.resize(r.len() * cs as usize, 0);
+                        // Whole chunks are read straight into `buf` (one
+                        // memory copy less); parts of chunks through
+                        // `copy_buf`, since a copy's crc covers it whole.
+                        let whole = hi - lo == r.len() as u64 * cs;
+                        if !whole {
+                            copy_buf.resize(r.len() * cs as usize, 0);
+                        }
+                        let dest: &mut [u8] = if whole { out } else { &mut copy_buf };
                         let try_cached = !prefetched;
                         let mut before_wait = || {
                             prefetched = true;
@@ -1519,16 +1526,16 @@ impl CowVolume {
                                 self.read_ahead(epoch, last + 1, (last + 1 - first) * cs, true);
                             }
                         };
-                        let before_wait: Option<&mut dyn FnMut()> =
-                            if try_cached { Some(&mut before_wait) } else { None };
-                        self.read_copies(at.slot, &mut copy_buf, before_wait)?;
-                        for k in r.clone() {
-                            let c = first + k as u64;
+                        let before_wait: Option<&mut dyn FnMut()> = if try_cached {
+                            Some(&mut before_wait)
+                        } else {
+                            None
+                        };
+                        self.read_copies(at.slot, dest, before_wait)?;
+                        for (k, chunk) in r.clone().zip(dest.chunks(cs as usize)) {
                             let Source::Copy { epoch: tag, at } = sources[k] else {
                                 unreachable!("a run of copies");
                             };
-                            let chunk = &copy_buf
-                                [(k - r.start) * cs as usize..(k - r.start + 1) * cs as usize];
                             if crc32c::crc32c(chunk) != at.crc {
                                 let st = lock(&self.state);
                                 if st.moves != moves {
@@ -1536,7 +1543,7 @@ impl CowVolume {
                                     moved = true;
                                     break 'runs;
                                 }
-                                let served = st.shadows_served_by(c, tag);
+                                let served = st.shadows_served_by(first + k as u64, tag);
                                 drop(st);
                                 self.mark_lost(&served, LostReason::PreservedDataCorrupt);
                                 return Err(CowError::ShadowLost {
@@ -1544,10 +1551,15 @@ impl CowVolume {
                                     reason: LostReason::PreservedDataCorrupt,
                                 });
                             }
-                            let (plo, phi) = piece(c);
-                            let from = (plo - c * cs) as usize;
-                            buf[(plo - offset) as usize..(phi - offset) as usize]
-                                .copy_from_slice(&chunk[from..from + (phi - plo) as usize]);
+                        }
+                        if !whole {
+                            for (k, chunk) in r.clone().zip(copy_buf.chunks(cs as usize)) {
+                                let c = first + k as u64;
+                                let (plo, phi) = piece(c);
+                                let from = (plo - c * cs) as usize;
+                                buf[(plo - offset) as usize..(phi - offset) as usize]
+                                    .copy_from_slice(&chunk[from..from + (phi - plo) as usize]);
+                            }
                         }
                     }
                 }

@@ -55,7 +55,10 @@ enum Op {
     /// Background preparation of the data file ahead of allocation.
     Prepare,
     /// Idle-time reordering of copies, `steps` steps of `max` chunks.
-    Reorder { steps: u8, max: usize },
+    Reorder {
+        steps: u8,
+        max: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -710,11 +710,7 @@ fn cut_n(server: &Server, n: usize, first_id: u128) -> Vec<(PathBuf, CutTimes)> 
 fn wait_for_reorder(server: &Server) {
     let started = Instant::now();
     let used = server.used_bytes();
-    while !server
-        .status()
-        .storage
-        .is_some_and(|st| st.copies_in_order)
-    {
+    while !server.status().storage.is_some_and(|st| st.copies_in_order) {
         check_interrupt();
         if started.elapsed() > Duration::from_secs(300) {
             eprintln!("cow_io: reorder not finished after 5 minutes; reading anyway");
