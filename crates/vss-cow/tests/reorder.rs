@@ -50,7 +50,7 @@ fn reads_racing_reorder_stay_exact() {
         .unwrap(),
     );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut fill = |vol: &CowVolume, rng: &mut Rng, byte: u8| {
+    let fill = |vol: &CowVolume, rng: &mut Rng, byte: u8| {
         // Every chunk once, in random order: copies land scattered.
         let mut order: Vec<u64> = (0..CHUNKS).collect();
         for i in (1..order.len()).rev() {

@@ -105,11 +105,19 @@ mod tests {
             revert_pending: None,
             max_shadows: 64,
             delete_oldest_at_limit: false,
+            reorder_copies_when_idle: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.toml");
         c.save(&p).unwrap();
         assert_eq!(VolumeConfig::load(&p).unwrap(), c);
+        // A file written before the setting existed: reordering is on.
+        std::fs::write(
+            &p,
+            "volume-id = 'x'\ndevice = '/d'\nmount-point = '/m'\nfs-type = 'xfs'\nrun-dir = '/r'\n",
+        )
+        .unwrap();
+        assert!(VolumeConfig::load(&p).unwrap().reorder_copies_when_idle);
         std::fs::write(&p, "volume-id = 'x'\nbogus = 1\n").unwrap();
         assert!(VolumeConfig::load(&p).is_err());
     }
