@@ -35,7 +35,7 @@ use crate::format::{
     Record, Superblock, LOST_MARKER_OFFSET, SUPERBLOCK_SIZE,
 };
 use crate::io::{AlignedBuf, Backing, StorageFiles};
-use crate::state::{Preserved, Shadow, Source, State};
+use crate::state::{Preserved, ScatteredRun, Shadow, Source, State};
 
 /// Something that happened to shadows without being asked for: the
 /// provider turns these into journal events.
@@ -199,6 +199,8 @@ struct ReadAhead {
 const READ_AHEAD_REQUESTS: u64 = 4;
 const READ_AHEAD_MIN_BYTES: u64 = 1 << 20;
 const READ_AHEAD_MAX_BYTES: u64 = 16 << 20;
+/// Copies `reorder_copies` looks at per hold of the state.
+const REORDER_SCAN_COPIES: usize = 16 * 1024;
 
 /// Live data held back for the barrier is bounded: past this, a write
 /// waits for one.
@@ -1700,15 +1702,27 @@ impl CowVolume {
         let _cow = lock(&self.cow);
         self.barrier_locked()?;
         let cs = self.cs();
-        let plan = {
+        // From where the last step ended to the last copy, then once from
+        // the first; the state is let go between slices of the scan (live
+        // writes need it).
+        let mut wrapped = *lock(&self.reorder_from) == (0, 0);
+        let plan = loop {
             let st = lock(&self.state);
             let mut from = lock(&self.reorder_from);
-            let mut plan = st.scattered_run(*from, max_chunks.max(2));
-            if plan.is_empty() && *from != (0, 0) {
-                plan = st.scattered_run((0, 0), max_chunks.max(2));
+            match st.scattered_run(*from, max_chunks.max(2), REORDER_SCAN_COPIES) {
+                ScatteredRun::Found(plan) => {
+                    *from = plan.last().map_or((0, 0), |&(c, e, _)| (e, c + 1));
+                    break plan;
+                }
+                ScatteredRun::GoOnFrom(next) => *from = next,
+                ScatteredRun::End => {
+                    *from = (0, 0);
+                    if wrapped {
+                        break Vec::new();
+                    }
+                    wrapped = true;
+                }
             }
-            *from = plan.last().map_or((0, 0), |&(c, e, _)| (e, c + 1));
-            plan
         };
         if plan.is_empty() {
             return Ok(0);

@@ -44,6 +44,16 @@ pub enum Source {
     Copy { epoch: u64, at: Preserved },
 }
 
+/// What [`State::scattered_run`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScatteredRun {
+    Found(Vec<(u64, u64, Preserved)>),
+    /// None yet: scan again from this `(epoch, chunk)`.
+    GoOnFrom((u64, u64)),
+    /// None up to the last copy.
+    End,
+}
+
 pub struct State {
     pub chunk_count: u64,
     pub shadows: BTreeMap<u64, Shadow>,
@@ -250,18 +260,23 @@ impl State {
     /// order, with one tag and neighbouring chunks but not in neighbouring
     /// ascending slots, at most `max` long, as `(chunk, epoch, copy)`. A
     /// shadow read in chunk order reads such a run scattered over the data
-    /// file; moved into neighbouring slots, with one request.
-    pub fn scattered_run(&self, from: (u64, u64), max: usize) -> Vec<(u64, u64, Preserved)> {
+    /// file; moved into neighbouring slots, with one request. Looks at
+    /// about `scan` copies at most (so the caller's hold of the state stays
+    /// short), then says where to go on.
+    pub fn scattered_run(&self, from: (u64, u64), max: usize, scan: usize) -> ScatteredRun {
         let mut run: Vec<(u64, u64, Preserved)> = Vec::new();
         let mut in_order = true;
-        for &(e, c) in self.by_epoch.range(from..) {
+        for (seen, &(e, c)) in self.by_epoch.range(from..).enumerate() {
             let at = self.records[&(c, e)];
             let joins = run
                 .last()
                 .is_some_and(|&(pc, pe, _)| pe == e && pc + 1 == c && run.len() < max);
             if !joins {
                 if run.len() >= 2 && !in_order {
-                    return run;
+                    return ScatteredRun::Found(run);
+                }
+                if seen >= scan.max(max + 1) {
+                    return ScatteredRun::GoOnFrom((e, c));
                 }
                 run.clear();
                 in_order = true;
@@ -271,9 +286,9 @@ impl State {
             run.push((c, e, at));
         }
         if run.len() >= 2 && !in_order {
-            run
+            ScatteredRun::Found(run)
         } else {
-            Vec::new()
+            ScatteredRun::End
         }
     }
 
@@ -341,17 +356,26 @@ mod tests {
         for (c, slot) in [(3, 7), (4, 5), (9, 4)] {
             st.insert_record(c, 2, p(slot));
         }
-        let chunks = |r: Vec<(u64, u64, Preserved)>| -> Vec<(u64, u64)> {
-            r.iter().map(|&(c, e, _)| (e, c)).collect()
+        let chunks = |r: ScatteredRun| -> Vec<(u64, u64)> {
+            match r {
+                ScatteredRun::Found(r) => r.iter().map(|&(c, e, _)| (e, c)).collect(),
+                other => panic!("no run: {other:?}"),
+            }
         };
         assert_eq!(
-            chunks(st.scattered_run((0, 0), 16)),
+            chunks(st.scattered_run((0, 0), 16, 100)),
             [(1, 5), (1, 6), (1, 7)]
         );
-        assert_eq!(chunks(st.scattered_run((1, 6), 16)), [(1, 6), (1, 7)]);
-        assert_eq!(chunks(st.scattered_run((1, 8), 16)), [(2, 3), (2, 4)]);
-        assert_eq!(chunks(st.scattered_run((0, 0), 2)), [(1, 5), (1, 6)]);
-        assert!(st.scattered_run((2, 4), 16).is_empty());
+        assert_eq!(chunks(st.scattered_run((1, 6), 16, 100)), [(1, 6), (1, 7)]);
+        assert_eq!(chunks(st.scattered_run((1, 8), 16, 100)), [(2, 3), (2, 4)]);
+        assert_eq!(chunks(st.scattered_run((0, 0), 2, 100)), [(1, 5), (1, 6)]);
+        assert_eq!(st.scattered_run((2, 4), 16, 100), ScatteredRun::End);
+        // A short scan stops at a run's start and goes on from there.
+        assert_eq!(
+            st.scattered_run((0, 0), 2, 3),
+            ScatteredRun::GoOnFrom((1, 5))
+        );
+        assert_eq!(chunks(st.scattered_run((1, 5), 2, 3)), [(1, 5), (1, 6)]);
 
         st.free_slots = [10, 12, 13, 14, 20].into_iter().collect();
         assert_eq!(st.take_free_run(2), Some(12));

@@ -9,6 +9,8 @@
 //!
 //! `VSS_COW_CRASH_ROUNDS` sets the number of kills (default 300).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vss_cow::{CowError, CowVolume, CreateOptions, DirStorage, FileBacking, Tuning};
+use vss_cow::{CowError, CowVolume, DirStorage, FileBacking, Tuning};
 
 const CHUNK: u32 = 4096;
 const VOLUME: u64 = 4 << 20;
@@ -166,13 +168,7 @@ fn shadows_survive_sigkill_at_any_point() {
         CowVolume::create(
             origin,
             storage,
-            CreateOptions {
-                storage_id: 1,
-                volume_id: 2,
-                chunk_size: CHUNK,
-                max_bytes: Some(MAX_BYTES),
-                created_unix: 0,
-            },
+            common::options(CHUNK, Some(MAX_BYTES)),
             tuning(),
             None,
         )

@@ -2,9 +2,11 @@
 //! marked lost while even the journal could not be written must still be
 //! reported lost after a restart, never read back as if it were exact.
 
+mod common;
+
 use std::sync::Arc;
 
-use vss_cow::{Backing, CowError, CowVolume, CreateOptions, MemBacking, MemStorage, Tuning};
+use vss_cow::{Backing, CowError, CowVolume, MemBacking, MemStorage, Tuning};
 
 const CHUNK: u32 = 16 * 1024;
 const SIZE: u64 = 64 * CHUNK as u64;
@@ -23,13 +25,7 @@ fn create(origin: &MemBacking, storage: &MemStorage) -> CowVolume {
     CowVolume::create(
         Arc::new(origin.clone()),
         Arc::new(storage.clone()),
-        CreateOptions {
-            storage_id: 1,
-            volume_id: 2,
-            chunk_size: CHUNK,
-            max_bytes: None,
-            created_unix: 0,
-        },
+        common::options(CHUNK, None),
         Tuning::default(),
         None,
     )

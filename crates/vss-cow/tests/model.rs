@@ -8,14 +8,14 @@
 //! `VSS_COW_MODEL_CASES` sets the number of cases (default 200, of 500
 //! operations each on average: 100,000 operations per run).
 
+mod common;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use vss_cow::{
-    Backing, CowError, CowVolume, CreateOptions, Event, EventSink, MemBacking, MemStorage, Tuning,
-};
+use vss_cow::{Backing, CowError, CowVolume, Event, EventSink, MemBacking, MemStorage, Tuning};
 
 const CHUNK: u32 = 4096;
 /// Not a multiple of the chunk size, so the short last chunk is exercised.
@@ -105,13 +105,7 @@ impl Harness {
         let vol = CowVolume::create(
             Arc::new(origin.clone()),
             storage.clone(),
-            CreateOptions {
-                storage_id: 1,
-                volume_id: 2,
-                chunk_size: CHUNK,
-                max_bytes: None,
-                created_unix: 0,
-            },
+            common::options(CHUNK, None),
             tuning.clone(),
             Some(sink(&events)),
         )

@@ -3,10 +3,12 @@
 //! sees a wrong byte and no shadow is lost; afterwards the copies of a
 //! shadow whose chunks were preserved in random order lie in chunk order.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use vss_cow::{CowVolume, CreateOptions, MemBacking, MemStorage, Tuning};
+use vss_cow::{CowVolume, MemBacking, MemStorage, Tuning};
 
 const CHUNK: u32 = 4096;
 const CHUNKS: u64 = 256;
@@ -37,13 +39,7 @@ fn reads_racing_reorder_stay_exact() {
         CowVolume::create(
             Arc::new(origin),
             Arc::new(MemStorage::new(None)),
-            CreateOptions {
-                storage_id: 1,
-                volume_id: 2,
-                chunk_size: CHUNK,
-                max_bytes: None,
-                created_unix: 0,
-            },
+            common::options(CHUNK, None),
             Tuning::default(),
             None,
         )
