@@ -20,7 +20,8 @@
 #       reported with the tail of the guest console; so is a script that
 #       passed while the guest kernel reported a bug (Oops, BUG, panic). The
 #       whole console log of the last run of each script is kept in
-#       $CARGO_TARGET_DIR/vm-lane/logs/SCRIPTNAME.console.log.
+#       $CARGO_TARGET_DIR/vm-lane/logs/SCRIPTNAME.console.log, and a line
+#       saying how it ended in SCRIPTNAME.outcome beside it.
 #   tests/vm/lane.sh clean
 #       Removes the cache.
 #
@@ -113,6 +114,23 @@ lane_cleanup() {
 # Kernel messages that mean the guest kernel is broken, whatever the script
 # said.
 kernel_trouble='Kernel panic|BUG: |Oops: |general protection fault|blocked for more than'
+
+# Writes how a run ended to file $1: the reason $2 and, if console log $3 is
+# given, its first kernel trouble line or else its last line (so that a
+# summary printed much later still says what happened).
+lane_outcome() {
+	local file=$1 reason=$2 log=$3 detail=
+	if [ -n "$log" ] && [ -s "$log" ]; then
+		detail=$(grep -E "$kernel_trouble" "$log" | head -n 1 | tr -d '\r')
+		[ -n "$detail" ] || detail=$(grep -v '^[[:space:]]*$' "$log" | tail -n 1 | tr -d '\r')
+	fi
+	if [ -n "$detail" ]; then
+		printf '%s; console: %s\n' "$reason" "${detail:0:200}" >"$file" 2>/dev/null
+	else
+		printf '%s\n' "$reason" >"$file" 2>/dev/null
+	fi
+	return 0
+}
 
 # Prints the last lines of the console log and any kernel trouble in it, for
 # failures.
@@ -222,6 +240,7 @@ cmd_run() {
 	local start=$SECONDS
 	echo "lane: booting the guest for $shown (timeout ${timeout} s)" >&2
 	: >"$run/console.log"
+	rm -f "$target/vm-lane/logs/$(basename "$shown" .sh).outcome"
 	timeout --kill-after=10 "$timeout" "${qemu[@]}" </dev/null >"$run/qemu.log" 2>&1 &
 	qpid=$!
 	if [ "${VSS_VM_VERBOSE:-0}" = 1 ]; then
@@ -245,19 +264,24 @@ cmd_run() {
 		console=$run/console.log
 	fi
 
+	# One line saying how the run ended, for the caller's summary.
+	local outcome=${console%.console.log}.outcome
 	if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
 		show_console_tail "$console"
+		lane_outcome "$outcome" "hang: no end within ${timeout} s" "$console"
 		echo "lane: FAILED: the guest did not finish within ${timeout} s (hang); killed" >&2
 		return 124
 	fi
 	if [ "$qrc" -ne 0 ]; then
 		cat "$run/qemu.log" >&2
 		show_console_tail "$console"
+		lane_outcome "$outcome" "QEMU exited with status $qrc after ${took} s" "$console"
 		echo "lane: FAILED: QEMU exited with status $qrc after ${took} s" >&2
 		return 255
 	fi
 	if ! [ -f "$ctl/rc" ] || ! [[ $(cat "$ctl/rc") =~ ^[0-9]+$ ]]; then
 		show_console_tail "$console"
+		lane_outcome "$outcome" "guest crash: no exit code recorded after ${took} s" "$console"
 		echo "lane: FAILED: the guest recorded no exit code (kernel panic, crash or failure in its init) after ${took} s" >&2
 		return 255
 	fi
@@ -265,10 +289,12 @@ cmd_run() {
 	rc=$(cat "$ctl/rc")
 	if grep -qE "$kernel_trouble" "$console"; then
 		show_console_tail "$console"
+		lane_outcome "$outcome" "guest kernel trouble (script exit code $rc) after ${took} s" "$console"
 		echo "lane: FAILED: the guest kernel reported a bug (script exit code $rc) after ${took} s" >&2
 		[ "$rc" -ne 0 ] && return "$rc"
 		return 255
 	fi
+	lane_outcome "$outcome" "script exit code $rc after ${took} s" ""
 	echo "lane: guest script exited with $rc (boot, run and power-off: ${took} s)" >&2
 	return "$rc"
 }
