@@ -199,6 +199,11 @@ struct ReadAhead {
 const READ_AHEAD_REQUESTS: u64 = 4;
 const READ_AHEAD_MIN_BYTES: u64 = 1 << 20;
 const READ_AHEAD_MAX_BYTES: u64 = 16 << 20;
+/// Runs of copies in neighbouring slots this long are not prefetched: the
+/// kernel's own read-ahead of the data file serves a sequential read of
+/// them, into large page-cache folios (a prefetch hint fills the cache
+/// with single pages, which later reads copy out at half the speed).
+const PREFETCH_LONG_RUN_BYTES: u64 = 256 << 10;
 /// Copies `reorder_copies` looks at per hold of the state.
 const REORDER_SCAN_COPIES: usize = 16 * 1024;
 
@@ -1072,7 +1077,7 @@ impl CowVolume {
             }
         }
         let slots: Vec<u64> = (0..n)
-            .map(|_| st.free_slots.pop_first().expect("counted above"))
+            .map(|_| st.pop_free_slot().expect("counted above"))
             .collect();
         Ok(Ok(slots))
     }
@@ -1480,15 +1485,23 @@ impl CowVolume {
         let last = (offset + buf.len() as u64 - 1) / cs;
         let sequential = self.read_ahead_starts(offset, offset + buf.len() as u64);
         loop {
-            let (epoch, moves, sources) = {
+            let (epoch, moves, sources, checked) = {
                 let st = lock(&self.state);
                 let epoch = readable_epoch(&st, shadow_id)?;
-                let sources: Vec<Source> = (first..=last)
-                    .map(|c| st.source(epoch, c).expect("shadow exists"))
+                let sources = st.sources(epoch, first, last).expect("shadow exists");
+                // Copies a read has checked since their slot took them need
+                // no crc again (a warm read would spend a fifth of its time
+                // on it); a slot taken for other data meanwhile shows as a
+                // move or a deleted shadow below, and the read starts over.
+                let checked: Vec<bool> = sources
+                    .iter()
+                    .map(|s| matches!(s, Source::Copy { at, .. } if st.copy_verified(at.slot)))
                     .collect();
-                (epoch, st.moves, sources)
+                (epoch, st.moves, sources, checked)
             };
             let mut moved = false;
+            // Slots whose copies this read checked, read from the data file.
+            let mut newly_checked = Vec::new();
             // Runs of neighbouring chunks with the same kind of source (and,
             // for copies, neighbouring slots) are read with one call each.
             let end = offset + buf.len() as u64;
@@ -1533,11 +1546,17 @@ impl CowVolume {
                         } else {
                             None
                         };
-                        self.read_copies(at.slot, dest, before_wait)?;
+                        let from_file = self.read_copies(at.slot, dest, before_wait)?;
                         for (k, chunk) in r.clone().zip(dest.chunks(cs as usize)) {
                             let Source::Copy { epoch: tag, at } = sources[k] else {
                                 unreachable!("a run of copies");
                             };
+                            if checked[k] {
+                                continue;
+                            }
+                            if from_file {
+                                newly_checked.push(at.slot);
+                            }
                             if crc32c::crc32c(chunk) != at.crc {
                                 let st = lock(&self.state);
                                 if st.moves != moves {
@@ -1571,12 +1590,17 @@ impl CowVolume {
             }
             // Validate: the shadow still exists and no copy moved (so no
             // slot it reads was reused) and every chunk read live still is.
-            let st = lock(&self.state);
+            let mut st = lock(&self.state);
             if st.by_id.get(&shadow_id) != Some(&epoch) {
                 return Err(CowError::NoSuchShadow(shadow_id));
             }
             if moved || st.moves != moves {
                 continue;
+            }
+            // No copy moved and the shadow is still there: the slots read
+            // still hold the copies checked.
+            for &slot in &newly_checked {
+                st.set_copy_verified(slot);
             }
             let unchanged = (first..=last)
                 .zip(&sources)
@@ -1591,13 +1615,14 @@ impl CowVolume {
     /// (one chunk each): from memory those the barrier has not written yet,
     /// the rest from the data file, in one read when all are there. With
     /// `before_wait`, a read from the file is tried from the page cache
-    /// first, and `before_wait` runs before a read that has to wait.
+    /// first, and `before_wait` runs before a read that has to wait. True
+    /// if all came from the file.
     fn read_copies(
         &self,
         first_slot: u64,
         out: &mut [u8],
         before_wait: Option<&mut dyn FnMut()>,
-    ) -> CowResult<()> {
+    ) -> CowResult<bool> {
         let cs = self.cs() as usize;
         let count = (out.len() / cs) as u64;
         let held: Vec<Option<HeldCopy>> = {
@@ -1616,11 +1641,12 @@ impl CowVolume {
             let at = first_slot * cs as u64;
             if let Some(before_wait) = before_wait {
                 if data.read_cached(out, at).map_err(err)? {
-                    return Ok(());
+                    return Ok(true);
                 }
                 before_wait();
             }
-            return data.read_at(out, at).map_err(err);
+            data.read_at(out, at).map_err(err)?;
+            return Ok(true);
         }
         for ((slot, copy), part) in (first_slot..).zip(&held).zip(out.chunks_mut(cs)) {
             match copy {
@@ -1628,7 +1654,7 @@ impl CowVolume {
                 None => data.read_at(part, slot * cs as u64).map_err(err)?,
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Starts reading the copies among `sources` into the page cache, one
@@ -1643,6 +1669,9 @@ impl CowVolume {
             .collect();
         let data = self.storage.data();
         for r in runs(&slots, |a, b| *b == a + 1) {
+            if r.len() as u64 * self.cs() >= PREFETCH_LONG_RUN_BYTES {
+                continue;
+            }
             data.prefetch(slots[r.start] * self.cs(), r.len() as u64 * self.cs());
         }
     }
@@ -1900,7 +1929,7 @@ impl CowVolume {
                 data_crc: old.crc,
             }])?;
             let mut st = lock(&self.state);
-            st.free_slots.remove(&new_slot);
+            st.take_free_slot(new_slot);
             st.insert_record(
                 chunk,
                 epoch,

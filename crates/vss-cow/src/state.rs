@@ -74,6 +74,11 @@ pub struct State {
     /// copy changed under it reads again if this moved meanwhile (the old
     /// slot may hold another copy by then).
     pub moves: u64,
+    /// Bit set: a shadow read checked the crc of the copy in this slot
+    /// (read from the data file) since the slot was last taken for new
+    /// data, so later reads may skip it. Empty at open: every copy is
+    /// checked once after a restart.
+    verified: Vec<u64>,
 }
 
 impl State {
@@ -90,7 +95,40 @@ impl State {
             allocated_slots: 0,
             free_slots: BTreeSet::new(),
             moves: 0,
+            verified: Vec::new(),
         }
+    }
+
+    /// Whether a read has checked the copy now in `slot`.
+    pub fn copy_verified(&self, slot: u64) -> bool {
+        self.verified
+            .get((slot / 64) as usize)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
+
+    /// Notes that a read checked the copy now in `slot`.
+    pub fn set_copy_verified(&mut self, slot: u64) {
+        let i = (slot / 64) as usize;
+        if i >= self.verified.len() {
+            self.verified.resize(i + 1, 0);
+        }
+        self.verified[i] |= 1 << (slot % 64);
+    }
+
+    /// Takes free slot `slot` for new data (false if it was not free):
+    /// what was checked of its old content no longer holds.
+    pub fn take_free_slot(&mut self, slot: u64) -> bool {
+        if let Some(w) = self.verified.get_mut((slot / 64) as usize) {
+            *w &= !(1 << (slot % 64));
+        }
+        self.free_slots.remove(&slot)
+    }
+
+    /// Takes the lowest free slot for new data.
+    pub fn pop_free_slot(&mut self) -> Option<u64> {
+        let slot = *self.free_slots.first()?;
+        self.take_free_slot(slot);
+        Some(slot)
     }
 
     pub fn is_protected(&self, chunk: u64) -> bool {
@@ -157,6 +195,37 @@ impl State {
                 None => Source::Live,
             },
         )
+    }
+
+    /// `source` of every chunk from `first` to `last`, with one walk of the
+    /// index instead of a lookup per chunk.
+    pub fn sources(&self, epoch: u64, first: u64, last: u64) -> Option<Vec<Source>> {
+        let shadow = self.shadows.get(&epoch)?;
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        let mut records = self
+            .records
+            .range((first, epoch)..=(last, u64::MAX))
+            .peekable();
+        for chunk in first..=last {
+            // The first record of this chunk at or after the epoch; records
+            // of this chunk before the epoch are skipped.
+            let mut found = None;
+            while let Some(&(&(c, e), &at)) = records.peek() {
+                if c > chunk {
+                    break;
+                }
+                records.next();
+                if c == chunk && e >= epoch && found.is_none() {
+                    found = Some(Source::Copy { epoch: e, at });
+                }
+            }
+            out.push(if shadow.free.contains(chunk) {
+                Source::Zeros
+            } else {
+                found.unwrap_or(Source::Live)
+            });
+        }
+        Some(out)
     }
 
     pub fn insert_record(&mut self, chunk: u64, epoch: u64, at: Preserved) {
@@ -311,7 +380,7 @@ impl State {
         }
         let start = start.filter(|_| len == n && n > 0)?;
         for s in start..start + n {
-            self.free_slots.remove(&s);
+            self.take_free_slot(s);
         }
         Some(start)
     }
@@ -382,6 +451,46 @@ mod tests {
         assert_eq!(st.take_free_run(2), None);
         assert_eq!(st.take_free_run(1), Some(10));
         assert_eq!(st.free_slots.iter().copied().collect::<Vec<_>>(), [14, 20]);
+    }
+
+    #[test]
+    fn sources_of_a_range_match_the_lookup_of_each_chunk() {
+        let mut st = State::new(40);
+        for e in [2, 5, 9] {
+            st.add_shadow(shadow(e, &[(30, 4)]));
+        }
+        // Records with a pseudo-random spread of chunks and epochs.
+        for k in 0..60u64 {
+            let (c, e) = ((k * 17 + 3) % 40, [1, 2, 4, 5, 7, 9][(k % 6) as usize]);
+            st.insert_record(c, e, Preserved { slot: k, crc: 0 });
+        }
+        for e in [2, 5, 9] {
+            for (first, last) in [(0, 39), (0, 0), (7, 31), (29, 35), (39, 39)] {
+                let each: Vec<Source> = (first..=last).map(|c| st.source(e, c).unwrap()).collect();
+                assert_eq!(
+                    st.sources(e, first, last).unwrap(),
+                    each,
+                    "epoch {e}, {first}..={last}"
+                );
+            }
+        }
+        assert_eq!(st.sources(3, 0, 1), None);
+    }
+
+    #[test]
+    fn checked_copies_are_forgotten_when_their_slot_is_taken_again() {
+        let mut st = State::new(8);
+        st.free_slots = [3, 4, 70].into_iter().collect();
+        st.set_copy_verified(5);
+        st.set_copy_verified(70);
+        assert!(st.copy_verified(5) && st.copy_verified(70) && !st.copy_verified(3));
+        assert!(st.take_free_slot(70));
+        assert!(!st.copy_verified(70));
+        st.set_copy_verified(3);
+        st.set_copy_verified(4);
+        assert_eq!(st.take_free_run(2), Some(3));
+        assert!(!st.copy_verified(3) && !st.copy_verified(4) && st.copy_verified(5));
+        assert_eq!(st.pop_free_slot(), None);
     }
 
     #[test]
