@@ -240,6 +240,9 @@ impl HeldCopy {
 /// Largest single write at a barrier (of copies to the data file, of held
 /// chunks to the live volume).
 const BARRIER_WRITE_BYTES: usize = 4 << 20;
+/// Largest run of held chunks a barrier writes to the live volume in one
+/// hold of the held-chunk map (writers needing the map wait for it).
+const LIVE_RUN_BYTES: usize = 1 << 20;
 
 /// Maximal runs of `items`, as index ranges, in which every item `joins`
 /// the one before it (neighbouring chunks, neighbouring slots).
@@ -701,7 +704,7 @@ impl CowVolume {
                 .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")));
             (d, j)
         });
-        let mut pending = write_lock(&self.pending);
+        let pending = write_lock(&self.pending);
         if let Err(e) = copies_written.and(data_synced).and(journal_synced) {
             // The live writes go ahead all the same (a live write never
             // fails because of a shadow); the shadows the copies serve
@@ -720,46 +723,47 @@ impl CowVolume {
             };
             self.mark_lost(&epochs, LostReason::PreserveFailed);
         }
+        drop(pending);
         held.sort_unstable();
         // Runs of consecutive chunks go to the device in one write each (a
         // 16 KiB write per chunk costs several times the bandwidth). A run
         // that cannot be written goes back to `pending`, so no live data is
-        // dropped and the next barrier tries again.
+        // dropped and the next barrier tries again. `pending` is held for
+        // one run at a time: a writer waits for one run's write at most, not
+        // for the whole barrier (a chunk still waiting for its run stays in
+        // `pending`, where a new write to it merges).
         let run: &mut Vec<u8> = &mut gate;
-        run.clear();
-        let mut run_start = 0;
         let mut run_chunks: Vec<(u64, (u64, Vec<u8>))> = Vec::new();
-        let flush = |run: &mut Vec<u8>,
-                     run_start: u64,
-                     run_chunks: &mut Vec<(u64, (u64, Vec<u8>))>,
-                     pending: &mut HashMap<u64, (u64, Vec<u8>)>|
-         -> CowResult<()> {
-            let r = self.write_origin(run, run_start);
-            if r.is_err() {
-                pending.extend(run_chunks.drain(..));
-            }
+        let mut i = 0;
+        while i < held.len() {
+            let mut pending = write_lock(&self.pending);
             run.clear();
             run_chunks.clear();
-            r
-        };
-        for c in held {
-            let Some(entry) = pending.remove(&c) else {
-                continue;
-            };
-            let at = c * self.cs();
-            if !run.is_empty()
-                && (run_start + run.len() as u64 != at || run.len() >= BARRIER_WRITE_BYTES)
-            {
-                flush(run, run_start, &mut run_chunks, &mut pending)?;
+            let mut run_start = 0;
+            while let Some(&c) = held.get(i) {
+                let at = c * self.cs();
+                if !run.is_empty()
+                    && (run_start + run.len() as u64 != at || run.len() >= LIVE_RUN_BYTES)
+                {
+                    break;
+                }
+                i += 1;
+                let Some(entry) = pending.remove(&c) else {
+                    continue;
+                };
+                if run.is_empty() {
+                    run_start = at;
+                }
+                run.extend_from_slice(&entry.1[..self.chunk_len(c)]);
+                run_chunks.push((c, entry));
             }
-            if run.is_empty() {
-                run_start = at;
+            if !run.is_empty() {
+                let r = self.write_origin(run, run_start);
+                if r.is_err() {
+                    pending.extend(run_chunks.drain(..));
+                }
+                r?;
             }
-            run.extend_from_slice(&entry.1[..self.chunk_len(c)]);
-            run_chunks.push((c, entry));
-        }
-        if !run.is_empty() {
-            flush(run, run_start, &mut run_chunks, &mut pending)?;
         }
         Ok(())
     }
