@@ -1716,7 +1716,8 @@ impl CowVolume {
         };
         let sources: Vec<Source> = {
             let st = lock(&self.state);
-            range.filter_map(|c| st.source(epoch, c)).collect()
+            st.sources(epoch, range.start, range.end - 1)
+                .unwrap_or_default()
         };
         self.prefetch_copies(&sources);
     }
