@@ -5,16 +5,19 @@
 //! Needs root, fio, /dev/fuse and loop devices; run it with
 //! `sudo bench/cow_io.sh` or `cargo bench -p vss-volumed --bench cow_io`.
 //!
-//! 1. fio write throughput inside the mounted ext4 (image of 1.5 GiB on a
+//! 1. fio write throughput inside the mounted ext4 (image of 2 GiB on a
 //!    loop device with direct I/O over the server's FUSE live image), after
 //!    0, 1, 8 or 64 shadows were cut, in three phases: writing a new file
-//!    (into space that was free at the cut), overwriting a file that existed
-//!    at the cut for the first time, and overwriting it again. Each both as
-//!    sequential 1 MiB and random 4 KiB writes (`--direct=1
+//!    (into space that was free at the cut), overwriting files that existed
+//!    at the cut for the first time, and overwriting them again. Each both
+//!    as sequential 1 MiB and random 4 KiB writes (`--direct=1
 //!    --ioengine=psync`, `--end_fsync=1`). Baselines: the same phase with 0
 //!    shadows (storage added, no shadow), and the same fio load on ext4 on
 //!    a plain loop device (`losetup --direct-io=on`) over a plain image of
-//!    the same size.
+//!    the same size. All volumes are set up first; each phase then runs in
+//!    rounds, every volume in turn within a round, and a ratio is the median
+//!    of the per-round ratios, so that the machine's drift over minutes
+//!    falls on both sides of a ratio.
 //! 2. Sequential reads of files inside an exposed shadow (`losetup -r
 //!    --direct-io=on`, `mount -o ro,noload`) against the same files in the
 //!    live mount.
@@ -27,10 +30,9 @@
 //! out, also after a failure or Ctrl-C.
 //!
 //! Settings (environment): `COW_BENCH_SHADOWS` (default "0 1 8 64"; 0 is
-//! always run), `COW_BENCH_FILE_MB` (256), `COW_BENCH_IMAGE_MB` (1536),
+//! always run), `COW_BENCH_FILE_MB` (256), `COW_BENCH_IMAGE_MB` (2048),
 //! `COW_BENCH_RAND_SECS` (8).
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -79,7 +81,7 @@ impl Settings {
         Settings {
             shadow_counts: counts,
             file_mb: env_u64("COW_BENCH_FILE_MB", 256),
-            image_mb: env_u64("COW_BENCH_IMAGE_MB", 1536),
+            image_mb: env_u64("COW_BENCH_IMAGE_MB", 2048),
             rand_secs: env_u64("COW_BENCH_RAND_SECS", 8),
             base: std::env::var_os("COW_BENCH_DIR")
                 .map(PathBuf::from)
@@ -134,14 +136,16 @@ fn quiet(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A fully allocated image with a fresh ext4 (inode tables and journal
-/// written at mkfs time, so no lazy init runs in the background while we
-/// measure).
-/// `COW_BENCH_REORDER=0` switches the servers' idle-time reorder of
-/// copies off, to measure shadow reads of copies as the writes left them.
+/// `COW_BENCH_REORDER=0` leaves the copies where the writes put them
+/// (no reorder into chunk order before the shadow reads), to measure
+/// shadow reads of scattered copies.
 fn reorder_enabled() -> bool {
     std::env::var("COW_BENCH_REORDER").as_deref() != Ok("0")
 }
+
+/// A fully allocated image with a fresh ext4 (inode tables and journal
+/// written at mkfs time, so no lazy init runs in the background while we
+/// measure).
 
 fn make_image(path: &Path, size_mb: u64) {
     run(
@@ -206,12 +210,11 @@ impl Server {
         // later take their defaults here.
         let config_path = dir.path().join("volume.toml");
         let text = format!(
-            "volume-id = {:?}\ndevice = {:?}\nmount-point = {:?}\nfs-type = \"ext4\"\nrun-dir = {:?}\nreorder-copies-when-idle = {}\n",
+            "volume-id = {:?}\ndevice = {:?}\nmount-point = {:?}\nfs-type = \"ext4\"\nrun-dir = {:?}\nreorder-copies-when-idle = false\n",
             id_text(0xbe4c),
             image.to_str().unwrap(),
             dir.path().join("mnt").to_str().unwrap(),
             dir.path().join("run").to_str().unwrap(),
-            reorder_enabled(),
         );
         std::fs::write(&config_path, text).unwrap();
         let config = VolumeConfig::load(&config_path).unwrap();
@@ -534,11 +537,12 @@ fn seq_write(file: &Path, size_mb: u64) -> FioResult {
     fio(&a)
 }
 
-/// Random 4 KiB writes for `secs` seconds, or, with `number_ios`, exactly
-/// that many (the same offsets as a timed run of the same job: same name,
-/// same seed, no repeats within a pass).
-fn rand_write(file: &Path, size_mb: u64, secs: u64, number_ios: Option<u64>) -> FioResult {
-    let mut a = common("rand", file, size_mb);
+/// Random 4 KiB writes in `region` (offset and size in MiB) for `secs`
+/// seconds, or, with `number_ios`, exactly that many (the same offsets as
+/// a timed run of the same job: same name, region and seed, no repeats
+/// within a pass).
+fn rand_write(file: &Path, region: (u64, u64), secs: f64, number_ios: Option<u64>) -> FioResult {
+    let mut a = common("rand", file, region.1);
     a.extend(
         [
             "--rw=randwrite",
@@ -548,13 +552,12 @@ fn rand_write(file: &Path, size_mb: u64, secs: u64, number_ios: Option<u64>) -> 
         ]
         .map(String::from),
     );
+    a.push(format!("--offset={}M", region.0));
     a.push(format!("--randseed={RAND_SEED}"));
+    let ms = (secs * 1000.0) as u64;
     match number_ios {
-        None => a.extend([format!("--runtime={secs}"), "--time_based".into()]),
-        Some(n) => a.extend([
-            format!("--number_ios={n}"),
-            format!("--runtime={}", secs * 4),
-        ]),
+        None => a.extend([format!("--runtime={ms}ms"), "--time_based".into()]),
+        Some(n) => a.extend([format!("--number_ios={n}"), format!("--runtime={}ms", ms * 4)]),
     }
     fio(&a)
 }
@@ -571,92 +574,182 @@ fn seq_read(file: &Path, size_mb: u64, loops: u32) -> FioResult {
 const PHASES: [&str; 3] = ["into free space", "first overwrite", "rewrite"];
 const TARGETS: [f64; 3] = [0.9, 0.45, 0.9];
 const LOADS: [&str; 2] = ["seq 1 MiB", "rand 4 KiB"];
+/// Rounds of the sequential phases that can repeat unchanged (a new file
+/// written again after `rm` still lands in space free at the cuts; a
+/// rewrite stays a rewrite). Each takes a few hundred ms.
+const SEQ_ROUNDS: usize = 5;
+/// Files overwritten sequentially for the first time, one per round: a
+/// first overwrite happens once per file.
+const SEQ_FIRST_FILES: usize = 3;
+/// The random loads run in this many rounds of `rand_secs / RAND_ROUNDS`;
+/// the first overwrite and its rewrite take one region of the file per
+/// round, so that each round is a first overwrite.
+const RAND_ROUNDS: usize = 4;
 
+/// A volume the write phases run on: the plain loop baseline, or a server
+/// with its shadows.
+struct Volume {
+    label: String,
+    /// None for the plain loop.
+    shadows: Option<usize>,
+    kind: VolumeKind,
+    /// Images of the shadows cut, oldest first.
+    images: Vec<PathBuf>,
+    /// How long each cut held the filesystem frozen.
+    holds: Vec<Duration>,
+}
+
+enum VolumeKind {
+    Plain(Plain),
+    Cow(Server),
+}
+
+impl Volume {
+    fn mnt(&self) -> &Path {
+        match &self.kind {
+            VolumeKind::Plain(p) => &p.mnt,
+            VolumeKind::Cow(s) => s.mnt(),
+        }
+    }
+
+    /// Shadow storage in use (None on the plain loop).
+    fn used(&self) -> Option<u64> {
+        match &self.kind {
+            VolumeKind::Plain(_) => None,
+            VolumeKind::Cow(s) => Some(s.used_bytes()),
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.mnt().join("bench").join(name)
+    }
+}
+
+/// What the write phases measured on one volume.
 #[derive(Default, Clone)]
 struct PhaseRun {
-    /// [phase][load]: MiB/s for sequential, IOPS for random
-    value: [[f64; 2]; 3],
-    /// [phase][load]: bytes the shadow storage grew by
+    /// [phase][load]: one value per round, MiB/s for sequential, IOPS for
+    /// random.
+    value: [[Vec<f64>; 2]; 3],
+    /// [phase][load]: bytes the shadow storage grew by over all rounds.
     preserved: [[Option<u64>; 2]; 3],
-    /// how long each cut held the filesystem frozen
-    holds: Vec<Duration>,
-    /// random first-overwrite write count (what the rewrite replays)
-    rand_ios: u64,
-    secs: f64,
+    /// Writes of each round of the random first overwrite (what the
+    /// rewrite replays).
+    rand_ios: Vec<u64>,
+}
+
+impl PhaseRun {
+    fn median(&self, phase: usize, load: usize) -> f64 {
+        median(&mut self.value[phase][load].clone())
+    }
+
+    /// Median and range over the rounds of this volume's value divided by
+    /// `base`'s value in the same round.
+    fn ratio_to(&self, base: &PhaseRun, phase: usize, load: usize) -> (f64, f64, f64) {
+        let mut r: Vec<f64> = self.value[phase][load]
+            .iter()
+            .zip(&base.value[phase][load])
+            .map(|(v, b)| v / b)
+            .collect();
+        let m = median(&mut r);
+        (m, r[0], r[r.len() - 1])
+    }
 }
 
 fn mib(b: f64) -> f64 {
     b / (1u64 << 20) as f64
 }
 
-/// Runs the prepare → cut → three phases sequence on the filesystem at
-/// `mnt`. `used` reads the shadow storage's use (None for the plain
-/// baseline); `cut_all` cuts the shadows and returns their hold times.
-fn write_phases(
-    s: &Settings,
-    label: &str,
-    mnt: &Path,
-    used: &dyn Fn() -> Option<u64>,
-    cut_all: &mut dyn FnMut() -> Vec<Duration>,
-) -> PhaseRun {
-    let t0 = Instant::now();
-    let dir = mnt.join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (old_seq, old_rand) = (dir.join("old_seq"), dir.join("old_rand"));
-    let (new_seq, new_rand) = (dir.join("new_seq"), dir.join("new_rand"));
-    // Files that exist, fully written and synced, at the cuts.
-    seq_write(&old_seq, s.file_mb);
-    seq_write(&old_rand, s.file_mb);
+/// The files that exist, fully written and synced, at the cuts.
+fn old_files() -> Vec<String> {
+    let mut v: Vec<String> = (0..SEQ_FIRST_FILES).map(|k| format!("old_seq{k}")).collect();
+    v.push("old_rand".into());
+    v
+}
+
+/// Writes the files that exist at the cuts on `vol`.
+fn prepare(s: &Settings, vol: &Volume) {
+    std::fs::create_dir_all(vol.mnt().join("bench")).unwrap();
+    for name in old_files() {
+        seq_write(&vol.file(&name), s.file_mb);
+    }
     run("sync", &[]);
-    let mut r = PhaseRun {
-        holds: cut_all(),
-        ..PhaseRun::default()
-    };
-    let mut measure = |phase: usize, load: usize, f: &mut dyn FnMut() -> FioResult| {
-        let before = used();
-        let res = f();
-        let after = used();
-        r.value[phase][load] = if load == 0 { mib(res.bw) } else { res.iops };
-        r.preserved[phase][load] = before.zip(after).map(|(b, a)| a.saturating_sub(b));
-        eprintln!(
-            "cow_io: {label}: {} / {}: {:.1} {} ({} ios in {} ms, storage +{})",
-            PHASES[phase],
-            LOADS[load],
-            r.value[phase][load],
-            if load == 0 { "MiB/s" } else { "IOPS" },
-            res.ios,
-            res.runtime_ms,
-            r.preserved[phase][load].map_or("-".into(), |b| format!("{:.1} MiB", mib(b as f64)))
-        );
-        res
-    };
-    // Sequential loads are short (a few hundred ms without copies), so the
-    // phases that can be repeated without changing what they measure run
-    // three times and count the median: a new file written again after
-    // removing it still lands in space free at the cuts; a rewrite stays a
-    // rewrite. The first overwrite happens once by definition.
-    measure(0, 0, &mut || {
-        median_of(3, &mut || {
-            let _ = std::fs::remove_file(&new_seq);
-            seq_write(&new_seq, s.file_mb)
-        })
+}
+
+/// Runs one phase and load for `rounds` rounds on every volume, the
+/// volumes in turn within a round (a different one first each round), so
+/// that the volumes compared share the machine's drift. `f` runs round
+/// `round` on a volume.
+fn measure(
+    vols: &[Volume],
+    runs: &mut [PhaseRun],
+    (phase, load): (usize, usize),
+    rounds: usize,
+    f: &dyn Fn(&Volume, usize, &PhaseRun) -> FioResult,
+) {
+    for round in 0..rounds {
+        for i in 0..vols.len() {
+            let k = (i + round) % vols.len();
+            let vol = &vols[k];
+            let before = vol.used();
+            let res = f(vol, round, &runs[k]);
+            let after = vol.used();
+            let r = &mut runs[k];
+            let value = if load == 0 { mib(res.bw) } else { res.iops };
+            r.value[phase][load].push(value);
+            if let Some(grew) = before.zip(after).map(|(b, a)| a.saturating_sub(b)) {
+                *r.preserved[phase][load].get_or_insert(0) += grew;
+            }
+            if (phase, load) == (1, 1) {
+                r.rand_ios.push(res.ios);
+            }
+            eprintln!(
+                "cow_io: {}: {} / {}, round {round}: {value:.1} {} ({} ios in {} ms, storage +{})",
+                vol.label,
+                PHASES[phase],
+                LOADS[load],
+                if load == 0 { "MiB/s" } else { "IOPS" },
+                res.ios,
+                res.runtime_ms,
+                before
+                    .zip(after)
+                    .map_or("-".into(), |(b, a)| format!("{:.1} MiB", mib(a.saturating_sub(b) as f64)))
+            );
+        }
+    }
+}
+
+/// The three phases, each load in rounds over all volumes (see
+/// `measure`). The random rounds last `rand_secs / RAND_ROUNDS` each; the
+/// first overwrite's round k writes the k-th region of `old_rand`, and the
+/// rewrite's round k replays exactly those writes.
+fn write_phases(s: &Settings, vols: &[Volume]) -> Vec<PhaseRun> {
+    let mut runs = vec![PhaseRun::default(); vols.len()];
+    let secs = (s.rand_secs as f64 / RAND_ROUNDS as f64).max(1.0);
+    let region_mb = s.file_mb / RAND_ROUNDS as u64;
+    measure(vols, &mut runs, (0, 0), SEQ_ROUNDS, &|v, _, _| {
+        let _ = std::fs::remove_file(v.file("new_seq"));
+        seq_write(&v.file("new_seq"), s.file_mb)
     });
-    measure(0, 1, &mut || {
-        rand_write(&new_rand, s.file_mb, s.rand_secs, None)
+    measure(vols, &mut runs, (0, 1), RAND_ROUNDS, &|v, _, _| {
+        let _ = std::fs::remove_file(v.file("new_rand"));
+        rand_write(&v.file("new_rand"), (0, s.file_mb), secs, None)
     });
-    measure(1, 0, &mut || seq_write(&old_seq, s.file_mb));
-    let first = measure(1, 1, &mut || {
-        rand_write(&old_rand, s.file_mb, s.rand_secs, None)
+    measure(vols, &mut runs, (1, 0), SEQ_FIRST_FILES, &|v, round, _| {
+        seq_write(&v.file(&format!("old_seq{round}")), s.file_mb)
     });
-    measure(2, 0, &mut || {
-        median_of(3, &mut || seq_write(&old_seq, s.file_mb))
+    measure(vols, &mut runs, (1, 1), RAND_ROUNDS, &|v, round, _| {
+        let region = (round as u64 * region_mb, region_mb);
+        rand_write(&v.file("old_rand"), region, secs, None)
     });
-    measure(2, 1, &mut || {
-        replay(&old_rand, s.file_mb, s.rand_secs, first.ios)
+    measure(vols, &mut runs, (2, 0), SEQ_ROUNDS, &|v, round, _| {
+        seq_write(&v.file(&format!("old_seq{}", round % SEQ_FIRST_FILES)), s.file_mb)
     });
-    r.rand_ios = first.ios;
-    r.secs = t0.elapsed().as_secs_f64();
-    r
+    measure(vols, &mut runs, (2, 1), RAND_ROUNDS, &|v, round, r| {
+        let region = (round as u64 * region_mb, region_mb);
+        replay(&v.file("old_rand"), region, secs, r.rand_ios[round])
+    });
+    runs
 }
 
 /// The median of `v` (sorted in place).
@@ -665,17 +758,10 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The median (by throughput) of `n` runs.
-fn median_of(n: usize, f: &mut dyn FnMut() -> FioResult) -> FioResult {
-    let mut runs: Vec<FioResult> = (0..n).map(|_| f()).collect();
-    runs.sort_by(|a, b| a.bw.total_cmp(&b.bw));
-    runs[n / 2]
-}
-
-/// Replays the first overwrite's `ios` random writes (the same offsets,
-/// all preserved already) until at least `secs` of fio runtime add up, so
-/// the rewrite is measured over as long as the other random phases.
-fn replay(file: &Path, size_mb: u64, secs: u64, ios: u64) -> FioResult {
+/// Replays a first overwrite's `ios` random writes in `region` (the same
+/// offsets, all preserved already) until at least `secs` of fio runtime
+/// add up, so the rewrite is measured over as long as the first overwrite.
+fn replay(file: &Path, region: (u64, u64), secs: f64, ios: u64) -> FioResult {
     let mut total = FioResult {
         bw: 0.0,
         iops: 0.0,
@@ -683,8 +769,8 @@ fn replay(file: &Path, size_mb: u64, secs: u64, ios: u64) -> FioResult {
         runtime_ms: 0,
     };
     let mut runs = 0;
-    while total.runtime_ms < secs * 1000 && runs < 1000 {
-        let r = rand_write(file, size_mb, secs, Some(ios));
+    while (total.runtime_ms as f64) < secs * 1000.0 && runs < 1000 {
+        let r = rand_write(file, region, secs, Some(ios));
         total.ios += r.ios;
         total.runtime_ms += r.runtime_ms.max(1);
         runs += 1;
@@ -702,26 +788,18 @@ fn cut_n(server: &Server, n: usize, first_id: u128) -> Vec<(PathBuf, CutTimes)> 
         })
         .collect()
 }
-
 // ---- part 2: shadow reads ---------------------------------------------
 
-/// Waits until the server's idle-time reorder has put every copy in chunk
-/// order (it starts 2 s after the last write), at most 5 minutes.
-fn wait_for_reorder(server: &Server) {
+/// Puts every copy in chunk order, what the server's idle-time reorder
+/// does by itself (off in the bench, so that an idle volume's reorder does
+/// not run beside another volume's measurement).
+fn reorder_now(server: &Server) {
     let started = Instant::now();
-    let used = server.used_bytes();
-    while !server.status().storage.is_some_and(|st| st.copies_in_order) {
-        check_interrupt();
-        if started.elapsed() > Duration::from_secs(300) {
-            eprintln!("cow_io: reorder not finished after 5 minutes; reading anyway");
-            return;
-        }
-        sleep(Duration::from_millis(100));
-    }
+    assert_eq!(server.call(&Request::ReorderCopies), Reply::Ok);
     eprintln!(
-        "cow_io: copies in chunk order after {:.1} s (storage used {:.1} MiB)",
+        "cow_io: copies put in chunk order in {:.1} s (storage used {:.1} MiB)",
         started.elapsed().as_secs_f64(),
-        used as f64 / (1 << 20) as f64
+        mib(server.used_bytes() as f64)
     );
 }
 
@@ -739,7 +817,7 @@ struct ReadRow {
 fn shadow_reads(s: &Settings, server: &Server, image: &Path) -> Vec<ReadRow> {
     let exposed = Exposed::new(&s.base, image);
     let mut rows = Vec::new();
-    for file in ["old_seq", "old_rand"] {
+    for file in ["old_seq0", "old_rand"] {
         for cold in [true, false] {
             let mut runs: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
             for _ in 0..3 {
@@ -899,69 +977,89 @@ fn median_ms(v: &[Duration]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     s: &Settings,
-    plain: &PhaseRun,
-    cow: &BTreeMap<usize, PhaseRun>,
+    vols: &[Volume],
+    runs: &[PhaseRun],
+    phases_secs: f64,
     reads: &[ReadRow],
     read_on: usize,
     stall: &StallResult,
     total: Duration,
 ) {
     let mut o = String::new();
-    let counts: Vec<usize> = cow.keys().copied().collect();
-    let base = &cow[&0];
+    // Index 0 is the plain loop, then the shadow counts in order.
+    let plain = &runs[0];
+    let cows: Vec<(usize, &PhaseRun)> = vols
+        .iter()
+        .zip(runs)
+        .filter_map(|(v, r)| v.shadows.map(|n| (n, r)))
+        .collect();
+    let base = cows
+        .iter()
+        .find(|(n, _)| *n == 0)
+        .map(|(_, r)| *r)
+        .expect("0 shadows is always run");
+    let rounds = |p: usize, l: usize| plain.value[p][l].len();
     o += &format!(
         "\n## cow_io results\n\nImage {} MiB ext4, files of {} MiB, fio `--direct=1 --ioengine=psync --end_fsync=1`; \
          sequential `--rw=write --bs=1M` (size-bounded), random `--rw=randwrite --bs=4k` \
-         ({} s time-based; the rewrite replays the first overwrite's {} offsets). \
-         Chunk size {} KiB. Machine: {} CPUs, Linux {}.\n\n",
+         ({} rounds of {:.1} s; the rewrite replays the first overwrite's offsets). \
+         Every phase ran on all {} volumes in turn, round by round; a ratio is the median over the rounds \
+         of the two volumes' values in the same round (rounds: into free space {}/{}, first overwrite {}/{}, \
+         rewrite {}/{}, seq/rand). Chunk size {} KiB. Machine: {} CPUs, Linux {}.\n\n",
         s.image_mb,
         s.file_mb,
-        s.rand_secs,
-        cow.values().map(|r| r.rand_ios.to_string()).collect::<Vec<_>>().join("/"),
+        RAND_ROUNDS,
+        (s.rand_secs as f64 / RAND_ROUNDS as f64).max(1.0),
+        vols.len(),
+        rounds(0, 0),
+        rounds(0, 1),
+        rounds(1, 0),
+        rounds(1, 1),
+        rounds(2, 0),
+        rounds(2, 1),
         CHUNK_SIZE / 1024,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         run("uname", &["-r"]).trim(),
     );
-    // Ratios vs plain loop.
-    o += "### Write throughput, ratio to the plain loop device\n\n| Phase | Load | Target |";
-    for n in &counts {
-        o += &format!(" {n} shadows |");
-    }
-    o += "\n|---|---|---:|";
-    for _ in &counts {
-        o += "---:|";
-    }
-    o += "\n";
+    let header = |o: &mut String, cols: &[usize]| {
+        for n in cols {
+            *o += &format!(" {n} shadows |");
+        }
+        *o += "\n|---|---|---:|";
+        for _ in cols {
+            *o += "---:|";
+        }
+        *o += "\n";
+    };
+    let counts: Vec<usize> = cows.iter().map(|(n, _)| *n).collect();
+    o += "### Write throughput, ratio to the plain loop device (median over rounds)\n\n| Phase | Load | Target |";
+    header(&mut o, &counts);
     for (p, phase) in PHASES.iter().enumerate() {
         for (l, load) in LOADS.iter().enumerate() {
             o += &format!("| {} | {} | ≥ {:.2} |", phase, load, TARGETS[p]);
-            for n in &counts {
-                o += &format!(" {:.2} |", cow[n].value[p][l] / plain.value[p][l]);
+            for (_, r) in &cows {
+                o += &format!(" {:.2} |", r.ratio_to(plain, p, l).0);
             }
             o += "\n";
         }
     }
-    o += "\n### Write throughput, ratio to the same phase with 0 shadows (storage added, no shadow)\n\n| Phase | Load | Target |";
-    for n in counts.iter().filter(|&&n| n > 0) {
-        o += &format!(" {n} shadows |");
-    }
-    o += "\n|---|---|---:|";
-    for _ in counts.iter().filter(|&&n| n > 0) {
-        o += "---:|";
-    }
-    o += "\n";
+    let shadowed: Vec<usize> = counts.iter().copied().filter(|&n| n > 0).collect();
+    o += "\n### Write throughput, ratio to the same phase with 0 shadows (storage added, no shadow): median over rounds (lowest–highest round)\n\n| Phase | Load | Target |";
+    header(&mut o, &shadowed);
     for (p, phase) in PHASES.iter().enumerate() {
         for (l, load) in LOADS.iter().enumerate() {
             o += &format!("| {} | {} | ≥ {:.2} |", phase, load, TARGETS[p]);
-            for n in counts.iter().filter(|&&n| n > 0) {
-                o += &format!(" {:.2} |", cow[n].value[p][l] / base.value[p][l]);
+            for (_, r) in cows.iter().filter(|(n, _)| *n > 0) {
+                let (m, lo, hi) = r.ratio_to(base, p, l);
+                o += &format!(" {m:.2} ({lo:.2}–{hi:.2}) |");
             }
             o += "\n";
         }
     }
-    o += "\n### Absolute numbers (context only; MiB/s for seq, IOPS for rand) and shadow storage growth per phase\n\n| Phase | Load | plain |";
+    o += "\n### Absolute numbers (context only; median over rounds, MiB/s for seq, IOPS for rand) and shadow storage growth per phase (all rounds)\n\n| Phase | Load | plain |";
     for n in &counts {
         o += &format!(" {n} sh |");
     }
@@ -975,34 +1073,33 @@ fn report(
     o += "\n";
     for (p, phase) in PHASES.iter().enumerate() {
         for (l, load) in LOADS.iter().enumerate() {
-            o += &format!("| {} | {} | {:.0} |", phase, load, plain.value[p][l]);
-            for n in &counts {
-                o += &format!(" {:.0} |", cow[n].value[p][l]);
+            o += &format!("| {} | {} | {:.0} |", phase, load, plain.median(p, l));
+            for (_, r) in &cows {
+                o += &format!(" {:.0} |", r.median(p, l));
             }
-            for n in &counts {
+            for (_, r) in &cows {
                 o += &format!(
                     " {:.1} |",
-                    cow[n].preserved[p][l].map_or(0.0, |b| mib(b as f64))
+                    r.preserved[p][l].map_or(0.0, |b| mib(b as f64))
                 );
             }
             o += "\n";
         }
     }
-    o += "\n| Configuration | Cut hold median / max (ms) | Run time (s) |\n|---|---:|---:|\n";
-    o += &format!("| plain loop | – | {:.0} |\n", plain.secs);
-    for n in &counts {
-        let r = &cow[n];
-        let hold = if r.holds.is_empty() {
+    o += "\n| Configuration | Cuts | Cut hold median / max (ms) |\n|---|---:|---:|\n";
+    for v in vols.iter().filter(|v| v.shadows.is_some()) {
+        let hold = if v.holds.is_empty() {
             "–".to_owned()
         } else {
             format!(
                 "{:.1} / {:.1}",
-                median_ms(&r.holds),
-                r.holds.iter().map(|&d| ms(d)).fold(0.0, f64::max)
+                median_ms(&v.holds),
+                v.holds.iter().map(|&d| ms(d)).fold(0.0, f64::max)
             )
         };
-        o += &format!("| {n} shadows | {hold} | {:.0} |\n", r.secs);
+        o += &format!("| {} | {} | {hold} |\n", v.label, v.holds.len());
     }
+    o += &format!("\nThe write phases took {phases_secs:.0} s in all.\n");
     o += &format!(
         "\n### Shadow reads (sequential 1 MiB, `--direct=1`, median of 3; volume with {read_on} shadows, oldest shadow exposed)\n\n\
          | File | Cache | Live MiB/s | Shadow MiB/s | Ratio shadow/live |\n|---|---|---:|---:|---:|\n"
@@ -1166,20 +1263,40 @@ fn main() {
     };
     eprintln!("cow_io: working in {}", s.base.display());
 
-    // Baseline: plain loop device.
-    let plain = {
-        let p = Plain::start(&s.base, s.image_mb);
-        write_phases(
-            &s,
-            "plain loop",
-            &p.mnt,
-            &|| None,
-            &mut Vec::<Duration>::new,
-        )
-    };
+    // Every volume is set up first (the plain loop baseline, then a server
+    // per shadow count), so that the phases can run on all of them in turn.
+    let mut vols = vec![Volume {
+        label: "plain loop".into(),
+        shadows: None,
+        kind: VolumeKind::Plain(Plain::start(&s.base, s.image_mb)),
+        images: Vec::new(),
+        holds: Vec::new(),
+    }];
+    for &n in &s.shadow_counts {
+        let server = Server::start(&s.base, s.image_mb);
+        server.add_storage();
+        vols.push(Volume {
+            label: format!("{n} shadows"),
+            shadows: Some(n),
+            kind: VolumeKind::Cow(server),
+            images: Vec::new(),
+            holds: Vec::new(),
+        });
+    }
+    for vol in &mut vols {
+        prepare(&s, vol);
+        if let (Some(n), VolumeKind::Cow(server)) = (vol.shadows, &vol.kind) {
+            let cut = cut_n(server, n, 0x1000);
+            vol.holds = cut.iter().map(|c| c.1.total()).collect();
+            vol.images = cut.into_iter().map(|c| c.0).collect();
+        }
+    }
+    let phases_started = Instant::now();
+    let runs = write_phases(&s, &vols);
+    let phases_secs = phases_started.elapsed().as_secs_f64();
 
-    // The volume used for shadow reads and the stall measurement: the
-    // middle count (8 by default), else the largest one below 64.
+    // Shadow reads and the stall on the middle count (8 by default), else
+    // the largest one below 64.
     let extra_on = *s
         .shadow_counts
         .iter()
@@ -1187,46 +1304,31 @@ fn main() {
         .find(|&&n| n == 8)
         .or_else(|| s.shadow_counts.iter().filter(|&&n| n < 64).max())
         .unwrap_or(&0);
-    let mut cow = BTreeMap::new();
+    let extra = vols
+        .iter()
+        .find(|v| v.shadows == Some(extra_on))
+        .expect("the volume for reads and the stall");
+    let VolumeKind::Cow(server) = &extra.kind else {
+        unreachable!("a shadow count is a server")
+    };
     let mut reads = Vec::new();
-    let mut stall = None;
-    for &n in &s.shadow_counts {
-        let server = Server::start(&s.base, s.image_mb);
-        server.add_storage();
-        let mut images = Vec::new();
-        let label = format!("{n} shadows");
-        let r = write_phases(
-            &s,
-            &label,
-            server.mnt(),
-            &|| Some(server.used_bytes()),
-            &mut || {
-                let cut = cut_n(&server, n, 0x1000);
-                let holds = cut.iter().map(|c| c.1.total()).collect();
-                images = cut.into_iter().map(|c| c.0).collect();
-                holds
-            },
-        );
-        cow.insert(n, r);
-        if n == extra_on {
-            if let Some(oldest) = images.first() {
-                if reorder_enabled() {
-                    wait_for_reorder(&server);
-                }
-                reads = shadow_reads(&s, &server, oldest);
-            }
-            stall = Some(write_stall(&server, 0x2000, 5));
+    if let Some(oldest) = extra.images.first() {
+        if reorder_enabled() {
+            reorder_now(server);
         }
-        drop(server);
+        reads = shadow_reads(&s, server, oldest);
     }
+    let stall = write_stall(server, 0x2000, 5);
     report(
         &s,
-        &plain,
-        &cow,
+        &vols,
+        &runs,
+        phases_secs,
         &reads,
         extra_on,
-        stall.as_ref().expect("stall measured"),
+        &stall,
         started.elapsed(),
     );
+    drop(vols);
     drop(root);
 }

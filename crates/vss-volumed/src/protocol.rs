@@ -51,6 +51,11 @@ pub enum Request {
     /// Unmounts the live filesystem (refused while busy) and stops the
     /// server; shadows and shadow storage stay for its next start.
     Stop,
+    /// Moves every preserved copy into chunk order now, as the server does
+    /// by itself after two seconds without writes when
+    /// `reorder-copies-when-idle` is on; replies when none is left out of
+    /// order. Live writes go on meanwhile.
+    ReorderCopies,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

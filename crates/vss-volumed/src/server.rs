@@ -136,6 +136,10 @@ pub struct VolumeServer {
     copies_in_order: Arc<AtomicBool>,
 }
 
+/// Copies moved into chunk order per step of the reorder: each step holds
+/// off new copies for its few milliseconds.
+const REORDER_STEP_BYTES: usize = 4 << 20;
+
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -291,7 +295,6 @@ impl VolumeServer {
     /// shadow storage scattered, one chunk per request.
     fn start_reorder_thread(self: &Arc<Self>) {
         const IDLE: Duration = Duration::from_secs(2);
-        const STEP_BYTES: usize = 4 << 20;
         let in_order = self.copies_in_order.clone();
         let mut seen = u64::MAX;
         let mut quiet_since = std::time::Instant::now();
@@ -309,7 +312,7 @@ impl VolumeServer {
                 if quiet_since.elapsed() < IDLE || in_order.load(Ordering::SeqCst) {
                     return;
                 }
-                let step = (STEP_BYTES / engine.chunk_size() as usize).max(2);
+                let step = (REORDER_STEP_BYTES / engine.chunk_size() as usize).max(2);
                 let started = std::time::Instant::now();
                 loop {
                     match engine.reorder_copies(step) {
@@ -743,6 +746,12 @@ impl VolumeServer {
             }
             Request::Stop => {
                 self.stop()?;
+                Ok(Reply::Ok)
+            }
+            Request::ReorderCopies => {
+                let engine = self.need_engine()?;
+                let step = (REORDER_STEP_BYTES / engine.chunk_size() as usize).max(2);
+                while engine.reorder_copies(step).map_err(cow_err)? > 0 {}
                 Ok(Reply::Ok)
             }
         }
