@@ -146,7 +146,6 @@ fn reorder_enabled() -> bool {
 /// A fully allocated image with a fresh ext4 (inode tables and journal
 /// written at mkfs time, so no lazy init runs in the background while we
 /// measure).
-
 fn make_image(path: &Path, size_mb: u64) {
     run(
         "fallocate",
@@ -557,7 +556,10 @@ fn rand_write(file: &Path, region: (u64, u64), secs: f64, number_ios: Option<u64
     let ms = (secs * 1000.0) as u64;
     match number_ios {
         None => a.extend([format!("--runtime={ms}ms"), "--time_based".into()]),
-        Some(n) => a.extend([format!("--number_ios={n}"), format!("--runtime={}ms", ms * 4)]),
+        Some(n) => a.extend([
+            format!("--number_ios={n}"),
+            format!("--runtime={}ms", ms * 4),
+        ]),
     }
     fio(&a)
 }
@@ -601,7 +603,7 @@ struct Volume {
 
 enum VolumeKind {
     Plain(Plain),
-    Cow(Server),
+    Cow(Box<Server>),
 }
 
 impl Volume {
@@ -662,7 +664,9 @@ fn mib(b: f64) -> f64 {
 
 /// The files that exist, fully written and synced, at the cuts.
 fn old_files() -> Vec<String> {
-    let mut v: Vec<String> = (0..SEQ_FIRST_FILES).map(|k| format!("old_seq{k}")).collect();
+    let mut v: Vec<String> = (0..SEQ_FIRST_FILES)
+        .map(|k| format!("old_seq{k}"))
+        .collect();
     v.push("old_rand".into());
     v
 }
@@ -711,9 +715,10 @@ fn measure(
                 if load == 0 { "MiB/s" } else { "IOPS" },
                 res.ios,
                 res.runtime_ms,
-                before
-                    .zip(after)
-                    .map_or("-".into(), |(b, a)| format!("{:.1} MiB", mib(a.saturating_sub(b) as f64)))
+                before.zip(after).map_or("-".into(), |(b, a)| format!(
+                    "{:.1} MiB",
+                    mib(a.saturating_sub(b) as f64)
+                ))
             );
         }
     }
@@ -743,7 +748,10 @@ fn write_phases(s: &Settings, vols: &[Volume]) -> Vec<PhaseRun> {
         rand_write(&v.file("old_rand"), region, secs, None)
     });
     measure(vols, &mut runs, (2, 0), SEQ_ROUNDS, &|v, round, _| {
-        seq_write(&v.file(&format!("old_seq{}", round % SEQ_FIRST_FILES)), s.file_mb)
+        seq_write(
+            &v.file(&format!("old_seq{}", round % SEQ_FIRST_FILES)),
+            s.file_mb,
+        )
     });
     measure(vols, &mut runs, (2, 1), RAND_ROUNDS, &|v, round, r| {
         let region = (round as u64 * region_mb, region_mb);
@@ -1078,10 +1086,7 @@ fn report(
                 o += &format!(" {:.0} |", r.median(p, l));
             }
             for (_, r) in &cows {
-                o += &format!(
-                    " {:.1} |",
-                    r.preserved[p][l].map_or(0.0, |b| mib(b as f64))
-                );
+                o += &format!(" {:.1} |", r.preserved[p][l].map_or(0.0, |b| mib(b as f64)));
             }
             o += "\n";
         }
@@ -1278,7 +1283,7 @@ fn main() {
         vols.push(Volume {
             label: format!("{n} shadows"),
             shadows: Some(n),
-            kind: VolumeKind::Cow(server),
+            kind: VolumeKind::Cow(Box::new(server)),
             images: Vec::new(),
             holds: Vec::new(),
         });

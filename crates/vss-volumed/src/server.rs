@@ -136,6 +136,12 @@ pub struct VolumeServer {
     copies_in_order: Arc<AtomicBool>,
 }
 
+/// Live writes of at least this size (the engine's writes of held chunks
+/// at a barrier too, in runs of up to 1 MiB) go to the device past the
+/// page cache (see `FileBacking::with_large_writes_direct`); smaller ones
+/// go through it.
+const LIVE_DIRECT_WRITE_BYTES: usize = 64 << 10;
+
 /// Copies moved into chunk order per step of the reorder: each step holds
 /// off new copies for its few milliseconds.
 const REORDER_STEP_BYTES: usize = 4 << 20;
@@ -173,7 +179,8 @@ impl VolumeServer {
         std::fs::set_permissions(&config.run_dir, std::fs::Permissions::from_mode(0o700))?;
         let device = Arc::new(
             FileBacking::open(&config.device, true)
-                .with_context(|| format!("cannot open {}", config.device.display()))?,
+                .with_context(|| format!("cannot open {}", config.device.display()))?
+                .with_large_writes_direct(&config.device, LIVE_DIRECT_WRITE_BYTES),
         );
         let size = device.len()?;
         let live = Arc::new(LiveImage {
