@@ -99,9 +99,11 @@ impl AlignedBuf {
 }
 
 fn is_aligned(buf: &[u8], offset: u64) -> bool {
-    buf.as_ptr().align_offset(DIRECT_ALIGN) == 0
-        && buf.len().is_multiple_of(DIRECT_ALIGN)
-        && offset.is_multiple_of(DIRECT_ALIGN as u64)
+    buf.as_ptr().align_offset(DIRECT_ALIGN) == 0 && is_aligned_range(buf.len(), offset)
+}
+
+fn is_aligned_range(len: usize, offset: u64) -> bool {
+    len.is_multiple_of(DIRECT_ALIGN) && offset.is_multiple_of(DIRECT_ALIGN as u64)
 }
 
 /// A file or block device.
@@ -178,6 +180,14 @@ impl FileBacking {
         .map_err(|e| io::Error::from_raw_os_error(e as i32))
     }
 
+    /// The direct file, when a write of `len` bytes at `offset` goes
+    /// through it whatever its memory's alignment.
+    fn large_direct_for(&self, len: usize, offset: u64) -> Option<&File> {
+        self.direct.as_ref().filter(|_| {
+            self.direct_from.is_some_and(|min| len >= min) && is_aligned_range(len, offset)
+        })
+    }
+
     pub fn create_new(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -201,8 +211,8 @@ impl FileBacking {
     }
 }
 
-/// Largest piece one aligned copy carries for a direct read or write of
-/// unaligned memory; longer requests go in pieces.
+/// Largest piece one aligned copy carries for a direct write of unaligned
+/// memory; longer writes go in pieces.
 const BOUNCE_BYTES: usize = 1 << 20;
 
 thread_local! {
@@ -220,20 +230,6 @@ fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
         }
         f(&mut b.as_mut_slice()[..len])
     })
-}
-
-fn is_aligned_range(len: usize, offset: u64) -> bool {
-    len.is_multiple_of(DIRECT_ALIGN) && offset.is_multiple_of(DIRECT_ALIGN as u64)
-}
-
-impl FileBacking {
-    /// The direct file, when a write of `len` bytes at `offset` goes
-    /// through it whatever its memory's alignment.
-    fn large_direct_for(&self, len: usize, offset: u64) -> Option<&File> {
-        self.direct.as_ref().filter(|_| {
-            self.direct_from.is_some_and(|min| len >= min) && is_aligned_range(len, offset)
-        })
-    }
 }
 
 impl Backing for FileBacking {

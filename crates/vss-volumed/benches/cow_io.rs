@@ -803,7 +803,10 @@ fn cut_n(server: &Server, n: usize, first_id: u128) -> Vec<(PathBuf, CutTimes)> 
 /// not run beside another volume's measurement).
 fn reorder_now(server: &Server) {
     let started = Instant::now();
-    assert_eq!(server.call(&Request::ReorderCopies), Reply::Ok);
+    // In bursts: the server answers one request at a time.
+    while server.call(&Request::ReorderCopies) != (Reply::Reordered { done: true }) {
+        check_interrupt();
+    }
     eprintln!(
         "cow_io: copies put in chunk order in {:.1} s (storage used {:.1} MiB)",
         started.elapsed().as_secs_f64(),

@@ -51,10 +51,12 @@ pub enum Request {
     /// Unmounts the live filesystem (refused while busy) and stops the
     /// server; shadows and shadow storage stay for its next start.
     Stop,
-    /// Moves every preserved copy into chunk order now, as the server does
-    /// by itself after two seconds without writes when
-    /// `reorder-copies-when-idle` is on; replies when none is left out of
-    /// order. Live writes go on meanwhile.
+    /// Moves preserved copies into chunk order now, as the server does by
+    /// itself after two seconds without writes when
+    /// `reorder-copies-when-idle` is on, for at most 100 ms (the control
+    /// socket answers one request at a time, and a cut must not wait
+    /// behind a long reorder); replies `reordered`, with `done` once none
+    /// is left out of order. Live writes go on meanwhile.
     ReorderCopies,
 }
 
@@ -64,6 +66,10 @@ pub enum Reply {
     Ok,
     Status(Box<Status>),
     Shadow(ShadowEntry),
+    /// To `ReorderCopies`: whether every copy is in chunk order now.
+    Reordered {
+        done: bool,
+    },
     Error(ErrorReply),
 }
 

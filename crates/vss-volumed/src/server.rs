@@ -145,6 +145,24 @@ const LIVE_DIRECT_WRITE_BYTES: usize = 64 << 10;
 /// Copies moved into chunk order per step of the reorder: each step holds
 /// off new copies for its few milliseconds.
 const REORDER_STEP_BYTES: usize = 4 << 20;
+/// Longest run of reorder steps in a row (see `reorder_burst`).
+const REORDER_BURST: Duration = Duration::from_millis(100);
+
+/// Moves copies into chunk order in steps of `REORDER_STEP_BYTES` for at
+/// most `REORDER_BURST`, or until `stop` says so after a step. True when
+/// none is left out of order.
+fn reorder_burst(engine: &CowVolume, stop: impl Fn() -> bool) -> vss_cow::CowResult<bool> {
+    let step = (REORDER_STEP_BYTES / engine.chunk_size() as usize).max(2);
+    let started = std::time::Instant::now();
+    loop {
+        if engine.reorder_copies(step)? == 0 {
+            return Ok(true);
+        }
+        if stop() || started.elapsed() >= REORDER_BURST {
+            return Ok(false);
+        }
+    }
+}
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -294,10 +312,9 @@ impl VolumeServer {
     }
 
     /// Once no write came for two seconds, moves preserved copies into
-    /// chunk order in steps of 4 MiB (`CowVolume::reorder_copies`), until
-    /// none is left out of order or a write comes (each step holds off
-    /// copies for its few milliseconds only, and at most 100 ms of steps
-    /// run in a row). Copies made by random writes lie in the order of the
+    /// chunk order (`reorder_burst` every 200 ms), until none is left out
+    /// of order or a write comes (each step holds off copies for its few
+    /// milliseconds only). Copies made by random writes lie in the order of the
     /// writes; a backup reading the shadow in order would otherwise read
     /// shadow storage scattered, one chunk per request.
     fn start_reorder_thread(self: &Arc<Self>) {
@@ -319,28 +336,14 @@ impl VolumeServer {
                 if quiet_since.elapsed() < IDLE || in_order.load(Ordering::SeqCst) {
                     return;
                 }
-                let step = (REORDER_STEP_BYTES / engine.chunk_size() as usize).max(2);
-                let started = std::time::Instant::now();
-                loop {
-                    match engine.reorder_copies(step) {
-                        Ok(0) => {
-                            in_order.store(engine.live_writes() == seen, Ordering::SeqCst);
-                            break;
-                        }
-                        Ok(_) => {
-                            if engine.live_writes() != seen
-                                || started.elapsed() >= Duration::from_millis(100)
-                            {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            // Until the next write: no retry loop on a
-                            // failing storage.
-                            tracing::warn!(error = %e, "cannot reorder preserved copies");
-                            in_order.store(true, Ordering::SeqCst);
-                            break;
-                        }
+                match reorder_burst(engine, || engine.live_writes() != seen) {
+                    Ok(true) => in_order.store(engine.live_writes() == seen, Ordering::SeqCst),
+                    Ok(false) => {}
+                    Err(e) => {
+                        // Until the next write: no retry loop on a failing
+                        // storage.
+                        tracing::warn!(error = %e, "cannot reorder preserved copies");
+                        in_order.store(true, Ordering::SeqCst);
                     }
                 }
             },
@@ -757,9 +760,8 @@ impl VolumeServer {
             }
             Request::ReorderCopies => {
                 let engine = self.need_engine()?;
-                let step = (REORDER_STEP_BYTES / engine.chunk_size() as usize).max(2);
-                while engine.reorder_copies(step).map_err(cow_err)? > 0 {}
-                Ok(Reply::Ok)
+                let done = reorder_burst(&engine, || false).map_err(cow_err)?;
+                Ok(Reply::Reordered { done })
             }
         }
     }
