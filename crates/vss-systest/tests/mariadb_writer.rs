@@ -67,12 +67,16 @@ impl Maria {
     fn install(datadir: &Path) {
         std::fs::create_dir_all(datadir).unwrap();
         // Two bootstraps at once fail (tests run in parallel): one at a
-        // time, under a lock file (flock from util-linux).
+        // time, under a lock file (flock from util-linux). Its own tmpdir
+        // too: a mariadbd starting in another test deletes every `#sql*`
+        // file in its tmpdir, which took the bootstrap's temporary tables.
+        let tmp = tempfile::tempdir().unwrap();
         let o = Command::new("flock")
             .arg("/tmp/vss-systest-mariadb-install.lock")
             .arg(prog("mariadb-install-db"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--tmpdir={}", tmp.path().display()))
             .args(["--user=root", "--skip-test-db"])
             .stdin(Stdio::null())
             .output()
@@ -91,12 +95,17 @@ impl Maria {
         std::fs::create_dir_all(run).unwrap();
         let socket = run.join("sock");
         let errlog = run.join("mariadbd.err");
+        // A private tmpdir: mariadbd clears `#sql*` files in its tmpdir at
+        // start, which would hit the other tests' servers.
+        let tmpdir = run.join("tmp");
+        std::fs::create_dir_all(&tmpdir).unwrap();
         let child = Command::new(prog("mariadbd"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--pid-file={}", run.join("mariadbd.pid").display()))
             .arg(format!("--log-error={}", errlog.display()))
+            .arg(format!("--tmpdir={}", tmpdir.display()))
             .args([
                 "--skip-networking",
                 "--user=root",
