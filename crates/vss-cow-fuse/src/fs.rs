@@ -254,13 +254,23 @@ impl Filesystem for ImageFs {
     ) {
         // The kernel sends writes only for descriptors opened for writing,
         // which read-only images never have; Node::write checks again.
-        let result = self
-            .open_node(fh)
-            .and_then(|(node, _)| node.write(offset, data));
-        match result {
-            // n <= data.len(), which the kernel bounds by max_write (u32).
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-            Err(e) => reply.error(e),
+        // n <= data.len(), which the kernel bounds by max_write (u32).
+        let written = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        // Answered as soon as the image accepts the write, which may be
+        // before the call returns (see BlockImage::write_at_then).
+        let mut reply = Some(reply);
+        let result = self.open_node(fh).and_then(|(node, _)| {
+            node.write_then(offset, data, &mut |n| {
+                if let Some(r) = reply.take() {
+                    r.written(written(n));
+                }
+            })
+        });
+        if let Some(r) = reply.take() {
+            match result {
+                Ok(n) => r.written(written(n)),
+                Err(e) => r.error(e),
+            }
         }
     }
 

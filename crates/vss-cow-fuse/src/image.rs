@@ -26,6 +26,18 @@ pub trait BlockImage: Send + Sync {
     /// until [`flush`](Self::flush) returns.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
 
+    /// [`write_at`](Self::write_at) that may accept the write before it
+    /// returns: `accepted`, called at most once, means the write is visible
+    /// to reads and durable by the next flush, and the front end answers it
+    /// then, while this call finishes work that follows the write (a
+    /// copy-on-write engine preserving the old contents). Not called: the
+    /// result is the write's. Called: an error returned concerns that later
+    /// work, and the write stays accepted.
+    fn write_at_then(&self, buf: &[u8], offset: u64, accepted: &mut dyn FnMut()) -> io::Result<()> {
+        let _ = accepted;
+        self.write_at(buf, offset)
+    }
+
     /// The durability point: returns only when every write acknowledged so
     /// far is durable. Called when the kernel flushes or fsyncs the image
     /// (a loop device forwards the mounted filesystem's cache flushes here).

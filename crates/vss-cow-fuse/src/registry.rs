@@ -57,7 +57,21 @@ impl Node {
     /// Writes `data` at `offset`, cut short at the end of the image; returns
     /// how many bytes were written. `EFBIG` at or past the end, `EROFS` on a
     /// read-only image.
+    #[cfg(test)]
     pub(crate) fn write(&self, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+        self.write_then(offset, data, &mut |_| {})
+    }
+
+    /// [`write`](Self::write) that calls `accepted` with the byte count as
+    /// soon as the image accepts the write (see
+    /// [`BlockImage::write_at_then`]); if it never does, the result is the
+    /// write's.
+    pub(crate) fn write_then(
+        &self,
+        offset: u64,
+        data: &[u8],
+        accepted: &mut dyn FnMut(usize),
+    ) -> Result<usize, Errno> {
         if self.read_only {
             return Err(Errno::EROFS);
         }
@@ -69,7 +83,7 @@ impl Node {
             return Err(Errno::EFBIG);
         }
         self.with_image("write", offset, n, |image| {
-            image.write_at(&data[..n], offset)
+            image.write_at_then(&data[..n], offset, &mut || accepted(n))
         })?;
         Ok(n)
     }

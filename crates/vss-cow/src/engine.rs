@@ -569,6 +569,27 @@ impl CowVolume {
     /// cost one sync per barrier instead of one per write, and a write is
     /// durable, as on any disk with a volatile cache, once a flush returned.
     pub fn write_live(&self, buf: &[u8], offset: u64) -> CowResult<()> {
+        self.write_live_then(buf, offset, &mut || {})
+    }
+
+    /// [`write_live`](Self::write_live) that may accept the write early:
+    /// when every chunk the write needs preserved is covered whole, the
+    /// write is held (visible to reads, durable with the next flush) and
+    /// `accepted` is called before the old contents are read and recorded,
+    /// which this call then does before it returns. A front end answers the
+    /// write in `accepted`, so the writer's next request overlaps the copy
+    /// instead of waiting for it (a sequential writer keeps one request in
+    /// flight). The old contents stay on the device meanwhile: a held chunk
+    /// reaches it only through a barrier, which needs `cow`, held here until
+    /// the copy is recorded. When `accepted` was not called, the result is
+    /// the write's; after it, an error concerns the copy or the barrier
+    /// (shadows are marked lost, held chunks stay held), not the write.
+    pub fn write_live_then(
+        &self,
+        buf: &[u8],
+        offset: u64,
+        accepted: &mut dyn FnMut(),
+    ) -> CowResult<()> {
         self.check_range(offset, buf.len())?;
         if buf.is_empty() {
             return Ok(());
@@ -590,40 +611,107 @@ impl CowVolume {
         }
         let _cow = lock(&self.cow);
         // Chunks just copied are held already, with this write's data in.
-        let merged = self.preserve(first, last, buf, offset)?;
-        let held = {
-            let mut pending = write_lock(&self.pending);
-            // Runs of chunks not held go straight to the device.
-            let mut direct: Option<(u64, u64)> = None;
-            let mut runs = Vec::new();
-            let end = offset + buf.len() as u64;
-            let mut merged = merged.iter().peekable();
-            for c in first..=last {
-                let (lo, hi) = (offset.max(c * cs), end.min((c + 1) * cs));
-                if merged.next_if_eq(&&c).is_some() {
-                    if let Some(r) = direct.take() {
-                        runs.push(r);
-                    }
-                } else if let Some((_, content)) = pending.get_mut(&c) {
-                    content[(lo - c * cs) as usize..(hi - c * cs) as usize]
-                        .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
-                    if let Some(r) = direct.take() {
-                        runs.push(r);
-                    }
-                } else {
-                    direct = Some(direct.map_or((lo, hi), |(s, _)| (s, hi)));
-                }
+        // The chunks the write covers in part (at most its first and last)
+        // are copied first: their held contents need the old ones.
+        let end = offset + buf.len() as u64;
+        let mut merged = Vec::new();
+        let edges = if first == last {
+            &[first][..]
+        } else {
+            &[first, last][..]
+        };
+        for &c in edges {
+            let whole = c * cs >= offset && c * cs + self.chunk_len(c) as u64 <= end;
+            if !whole {
+                merged.extend(self.preserve(c, c, buf, offset, &[])?);
             }
-            runs.extend(direct);
-            for (lo, hi) in runs {
-                self.write_origin(&buf[(lo - offset) as usize..(hi - offset) as usize], lo)?;
-            }
-            pending.len() * cs as usize
+        }
+        let early = self.hold_whole_chunks(first, last, buf, offset);
+        let held = if early.is_empty() {
+            merged.extend(self.preserve(first, last, buf, offset, &[])?);
+            merged.sort_unstable();
+            merged.dedup();
+            self.write_unheld(buf, offset, &merged)?
+        } else {
+            merged.extend_from_slice(&early);
+            merged.sort_unstable();
+            let held = self.write_unheld(buf, offset, &merged)?;
+            accepted();
+            self.preserve(first, last, buf, offset, &early)?;
+            held
         };
         if held >= PENDING_LIMIT_BYTES {
             self.barrier_locked()?;
         }
         Ok(())
+    }
+
+    /// Holds the write's contents of the chunks that need preserving, when
+    /// all of them are covered whole and none is held already (the copy
+    /// then needs nothing from the write, and the old contents are still on
+    /// the device); returns them, ascending, or nothing when it held none.
+    /// Caller holds `cut` (shared) and `cow`.
+    fn hold_whole_chunks(&self, first: u64, last: u64, buf: &[u8], offset: u64) -> Vec<u64> {
+        let cs = self.cs();
+        let end = offset + buf.len() as u64;
+        // State first, then `pending`, never both (the barrier takes them
+        // the other way round); `cow` keeps the need as it is meanwhile.
+        let (need, tag) = {
+            let st = lock(&self.state);
+            let need: Vec<u64> = (first..=last).filter(|&c| st.needs_preserve(c)).collect();
+            (need, st.latest_epoch())
+        };
+        let Some(tag) = tag.filter(|_| !need.is_empty()) else {
+            return Vec::new();
+        };
+        let mut pending = write_lock(&self.pending);
+        let whole = |c: u64| c * cs >= offset && c * cs + self.chunk_len(c) as u64 <= end;
+        if !need.iter().all(|&c| whole(c) && !pending.contains_key(&c)) {
+            return Vec::new();
+        }
+        for &c in &need {
+            let from = (c * cs - offset) as usize;
+            // Zero-padded like a copy of a short last chunk.
+            let mut content = vec![0u8; cs as usize];
+            let len = self.chunk_len(c);
+            content[..len].copy_from_slice(&buf[from..from + len]);
+            pending.insert(c, (tag, content));
+        }
+        need
+    }
+
+    /// Writes the parts of the write outside the chunks `held` (ascending,
+    /// holding the write already): into chunks held from earlier writes,
+    /// or, in runs, straight to the device. Returns the bytes now held.
+    fn write_unheld(&self, buf: &[u8], offset: u64, held: &[u64]) -> CowResult<usize> {
+        let cs = self.cs();
+        let (first, end) = (offset / cs, offset + buf.len() as u64);
+        let last = (end - 1) / cs;
+        let mut pending = write_lock(&self.pending);
+        let mut direct: Option<(u64, u64)> = None;
+        let mut runs = Vec::new();
+        let mut held = held.iter().peekable();
+        for c in first..=last {
+            let (lo, hi) = (offset.max(c * cs), end.min((c + 1) * cs));
+            if held.next_if_eq(&&c).is_some() {
+                if let Some(r) = direct.take() {
+                    runs.push(r);
+                }
+            } else if let Some((_, content)) = pending.get_mut(&c) {
+                content[(lo - c * cs) as usize..(hi - c * cs) as usize]
+                    .copy_from_slice(&buf[(lo - offset) as usize..(hi - offset) as usize]);
+                if let Some(r) = direct.take() {
+                    runs.push(r);
+                }
+            } else {
+                direct = Some(direct.map_or((lo, hi), |(s, _)| (s, hi)));
+            }
+        }
+        runs.extend(direct);
+        for (lo, hi) in runs {
+            self.write_origin(&buf[(lo - offset) as usize..(hi - offset) as usize], lo)?;
+        }
+        Ok(pending.len() * cs as usize)
     }
 
     fn write_origin(&self, buf: &[u8], offset: u64) -> CowResult<()> {
@@ -864,8 +952,16 @@ impl CowVolume {
     /// Preserves chunks `first..=last` where a shadow needs them, for the
     /// live write of `write` at `offset`. Returns the chunks it copied:
     /// they are held for the barrier already, with the write's data in.
-    /// Caller holds `cut` (shared) and `cow`.
-    fn preserve(&self, first: u64, last: u64, write: &[u8], offset: u64) -> CowResult<Vec<u64>> {
+    /// The chunks `early` (ascending) hold the write already, whole (see
+    /// `hold_whole_chunks`). Caller holds `cut` (shared) and `cow`.
+    fn preserve(
+        &self,
+        first: u64,
+        last: u64,
+        write: &[u8],
+        offset: u64,
+        early: &[u64],
+    ) -> CowResult<Vec<u64>> {
         loop {
             let (need, tag) = {
                 let mut st = lock(&self.state);
@@ -903,7 +999,7 @@ impl CowVolume {
                     continue;
                 }
             };
-            match self.copy_chunks(&need, &slots, tag, write, offset) {
+            match self.copy_chunks(&need, &slots, tag, (write, offset), early) {
                 Ok(()) => {
                     self.copies_made
                         .fetch_add(need.len() as u64, Ordering::Relaxed);
@@ -946,16 +1042,17 @@ impl CowVolume {
 
     /// Reads the old contents of `chunks`, records them as preserved in
     /// `slots`, and holds the chunks with `write` (at `offset`) merged in
-    /// for the barrier. Copies to slots whose space is taken already wait
-    /// in memory for the barrier too; the others are written now, so that a
-    /// full filesystem shows here.
+    /// for the barrier (those in `early` are held with it already, and
+    /// their held contents are not the old ones). Copies to slots whose
+    /// space is taken already wait in memory for the barrier too; the
+    /// others are written now, so that a full filesystem shows here.
     fn copy_chunks(
         &self,
         chunks: &[u64],
         slots: &[u64],
         tag: u64,
-        write: &[u8],
-        offset: u64,
+        (write, offset): (&[u8], u64),
+        early: &[u64],
     ) -> Result<(), CopyError> {
         let cs = self.cs() as usize;
         // Aligned, so the copies can go to the data file past the page cache.
@@ -986,6 +1083,9 @@ impl CowVolume {
             }
             if !pending.is_empty() {
                 for (i, c) in chunks.iter().enumerate() {
+                    if early.binary_search(c).is_ok() {
+                        continue;
+                    }
                     if let Some((_, content)) = pending.get(c) {
                         bytes[i * cs..(i + 1) * cs].copy_from_slice(content);
                     }
@@ -1051,6 +1151,9 @@ impl CowVolume {
             let end = offset + write.len() as u64;
             let c0 = self.cs();
             for (i, &chunk) in chunks.iter().enumerate() {
+                if early.binary_search(&chunk).is_ok() {
+                    continue;
+                }
                 let old = &batch.as_slice()[i * cs..(i + 1) * cs];
                 let (lo, hi) = (offset.max(chunk * c0), end.min((chunk + 1) * c0));
                 let (a, b) = ((lo - chunk * c0) as usize, (hi - chunk * c0) as usize);

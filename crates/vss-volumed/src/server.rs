@@ -70,9 +70,18 @@ impl BlockImage for LiveImage {
         }
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.write_at_then(buf, offset, &mut || {})
+    }
+    /// The engine may accept a write before preserving what it overwrites.
+    fn write_at_then(
+        &self,
+        buf: &[u8],
+        offset: u64,
+        accepted: &mut dyn FnMut(),
+    ) -> std::io::Result<()> {
         let engine = self.engine.read().unwrap_or_else(|p| p.into_inner());
         match engine.as_ref() {
-            Some(e) => e.write_live(buf, offset).map_err(to_io),
+            Some(e) => e.write_live_then(buf, offset, accepted).map_err(to_io),
             None => self.device.write_at(buf, offset),
         }
     }
@@ -274,14 +283,23 @@ impl VolumeServer {
     /// Copied writes are held by the engine until a barrier; this thread
     /// takes one in the background whenever 8 MiB are held, or after a
     /// second, so writers seldom wait for one and held data stays young.
+    /// While writes come faster than barriers finish, the next barrier
+    /// follows at once (a pause would let writers reach the engine's limit
+    /// and wait for a barrier themselves); a bounded number, so that the
+    /// thread still sees the server stop.
     fn start_flusher_thread(self: &Arc<Self>) {
         const SOON: u64 = 8 << 20;
+        const BACK_TO_BACK: usize = 64;
         let mut last = std::time::Instant::now();
         self.spawn_engine_task("volume-flusher", Duration::from_millis(5), move |engine| {
-            let held = engine.held_bytes();
-            if held >= SOON || (held > 0 && last.elapsed() >= Duration::from_secs(1)) {
+            for _ in 0..BACK_TO_BACK {
+                let held = engine.held_bytes();
+                if held < SOON && (held == 0 || last.elapsed() < Duration::from_secs(1)) {
+                    break;
+                }
                 if let Err(e) = engine.flush_held() {
                     tracing::error!(error = %e, "background barrier failed");
+                    break;
                 }
                 last = std::time::Instant::now();
             }
