@@ -662,6 +662,66 @@ fn mib(b: f64) -> f64 {
     b / (1u64 << 20) as f64
 }
 
+/// The disk's own limit for a first overwrite, which costs three I/Os per
+/// MiB: three concurrent direct 1 MiB streams on the filesystem holding
+/// the images (read a file written before, write into a newly allocated
+/// one, overwrite a third), each `size_mb`. Returns the slowest stream's
+/// MiB/s: the rate at which the disk serves a read, a copy and a live
+/// write of each MiB at once.
+fn disk_mix(dir: &Path, size_mb: u64) -> f64 {
+    let (old, copies, live) = (
+        dir.join("mix-old"),
+        dir.join("mix-copies"),
+        dir.join("mix-live"),
+    );
+    for f in [&old, &live] {
+        if !f.exists() {
+            seq_write(f, size_mb);
+        }
+    }
+    let _ = std::fs::remove_file(&copies);
+    run(
+        "fallocate",
+        &["-l", &format!("{size_mb}M"), &copies.display().to_string()],
+    );
+    let mut args: Vec<String> = [
+        "--direct=1",
+        "--ioengine=psync",
+        "--bs=1M",
+        "--output-format=json",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--size={size_mb}M"));
+    for (name, file, rw) in [
+        ("old", &old, "read"),
+        ("copies", &copies, "write"),
+        ("live", &live, "write"),
+    ] {
+        args.push(format!("--name={name}"));
+        args.push(format!("--filename={}", file.display()));
+        args.push(format!("--rw={rw}"));
+    }
+    check_interrupt();
+    let out = Command::new("fio")
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run fio: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "fio disk mix failed: {stdout}");
+    let json_start = stdout.find('{').expect("fio printed no JSON");
+    let v: serde_json::Value = serde_json::from_str(&stdout[json_start..])
+        .unwrap_or_else(|e| panic!("fio JSON: {e}: {stdout}"));
+    let jobs = v["jobs"].as_array().expect("fio jobs");
+    jobs.iter()
+        .map(|j| {
+            let r = j["read"]["bw_bytes"].as_f64().unwrap_or(0.0);
+            let w = j["write"]["bw_bytes"].as_f64().unwrap_or(0.0);
+            mib(r.max(w))
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The files that exist, fully written and synced, at the cuts.
 fn old_files() -> Vec<String> {
     let mut v: Vec<String> = (0..SEQ_FIRST_FILES)
@@ -728,7 +788,9 @@ fn measure(
 /// `measure`). The random rounds last `rand_secs / RAND_ROUNDS` each; the
 /// first overwrite's round k writes the k-th region of `old_rand`, and the
 /// rewrite's round k replays exactly those writes.
-fn write_phases(s: &Settings, vols: &[Volume]) -> Vec<PhaseRun> {
+/// Also returns the disk's limit for a first overwrite (`disk_mix`,
+/// median of `SEQ_FIRST_FILES` runs right after that phase).
+fn write_phases(s: &Settings, vols: &[Volume]) -> (Vec<PhaseRun>, f64) {
     let mut runs = vec![PhaseRun::default(); vols.len()];
     let secs = (s.rand_secs as f64 / RAND_ROUNDS as f64).max(1.0);
     let region_mb = s.file_mb / RAND_ROUNDS as u64;
@@ -743,6 +805,18 @@ fn write_phases(s: &Settings, vols: &[Volume]) -> Vec<PhaseRun> {
     measure(vols, &mut runs, (1, 0), SEQ_FIRST_FILES, &|v, round, _| {
         seq_write(&v.file(&format!("old_seq{round}")), s.file_mb)
     });
+    let mix_dir = tempfile::Builder::new()
+        .prefix("vss-cow-bench-mix-")
+        .tempdir_in(&s.base)
+        .expect("cannot create the disk mix directory");
+    let mut mix: Vec<f64> = (0..SEQ_FIRST_FILES)
+        .map(|round| {
+            let m = disk_mix(mix_dir.path(), s.file_mb);
+            eprintln!("cow_io: disk mix (read + write + overwrite), round {round}: {m:.1} MiB/s per stream");
+            m
+        })
+        .collect();
+    drop(mix_dir);
     measure(vols, &mut runs, (1, 1), RAND_ROUNDS, &|v, round, _| {
         let region = (round as u64 * region_mb, region_mb);
         rand_write(&v.file("old_rand"), region, secs, None)
@@ -757,7 +831,7 @@ fn write_phases(s: &Settings, vols: &[Volume]) -> Vec<PhaseRun> {
         let region = (round as u64 * region_mb, region_mb);
         replay(&v.file("old_rand"), region, secs, r.rand_ios[round])
     });
-    runs
+    (runs, median(&mut mix))
 }
 
 /// The median of `v` (sorted in place).
@@ -992,7 +1066,7 @@ fn median_ms(v: &[Duration]) -> f64 {
 fn report(
     s: &Settings,
     vols: &[Volume],
-    runs: &[PhaseRun],
+    (runs, mix): (&[PhaseRun], f64),
     phases_secs: f64,
     reads: &[ReadRow],
     read_on: usize,
@@ -1070,6 +1144,21 @@ fn report(
             o += "\n";
         }
     }
+    let first = base.median(1, 0);
+    o += &format!(
+        "\n### Sequential first overwrite against the disk's own limit\n\n\
+         A first overwrite costs three I/Os per MiB (read the old contents, write the copy, write the live chunk). \
+         The same disk running three concurrent direct 1 MiB streams of those kinds (read a file written before, \
+         write a newly allocated one, overwrite a third; median of {SEQ_FIRST_FILES} runs after the phase) gives \
+         **{mix:.0} MiB/s** per stream: the most a first overwrite can reach on this disk, \
+         **{:.2}×** the 0-shadow volume's {first:.0} MiB/s. Reached, as a share of that limit:",
+        mix / first
+    );
+    for (n, r) in cows.iter().filter(|(n, _)| *n > 0) {
+        o += &format!(" {n} shadows {:.2};", r.median(1, 0) / mix);
+    }
+    o.pop();
+    o += ".\n";
     o += "\n### Absolute numbers (context only; median over rounds, MiB/s for seq, IOPS for rand) and shadow storage growth per phase (all rounds)\n\n| Phase | Load | plain |";
     for n in &counts {
         o += &format!(" {n} sh |");
@@ -1300,7 +1389,7 @@ fn main() {
         }
     }
     let phases_started = Instant::now();
-    let runs = write_phases(&s, &vols);
+    let (runs, mix) = write_phases(&s, &vols);
     let phases_secs = phases_started.elapsed().as_secs_f64();
 
     // Shadow reads and the stall on the middle count (8 by default), else
@@ -1330,7 +1419,7 @@ fn main() {
     report(
         &s,
         &vols,
-        &runs,
+        (&runs, mix),
         phases_secs,
         &reads,
         extra_on,
