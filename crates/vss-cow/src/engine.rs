@@ -635,10 +635,14 @@ impl CowVolume {
         } else {
             merged.extend_from_slice(&early);
             merged.sort_unstable();
-            let held = self.write_unheld(buf, offset, &merged)?;
-            accepted();
+            let written = self.write_unheld(buf, offset, &merged);
+            if written.is_ok() {
+                accepted();
+            }
+            // Copied even when the rest of the write failed: the held
+            // chunks reach the device with the next barrier all the same.
             self.preserve(first, last, buf, offset, &early)?;
-            held
+            written?
         };
         if held >= PENDING_LIMIT_BYTES {
             self.barrier_locked()?;
