@@ -33,8 +33,12 @@ pub trait BlockImage: Send + Sync {
     /// copy-on-write engine preserving the old contents). Not called: the
     /// result is the write's. Called: an error returned concerns that later
     /// work, and the write stays accepted.
-    fn write_at_then(&self, buf: &[u8], offset: u64, accepted: &mut dyn FnMut()) -> io::Result<()> {
-        let _ = accepted;
+    fn write_at_then(
+        &self,
+        buf: &[u8],
+        offset: u64,
+        _accepted: &mut dyn FnMut(),
+    ) -> io::Result<()> {
         self.write_at(buf, offset)
     }
 

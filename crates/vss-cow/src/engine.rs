@@ -611,22 +611,28 @@ impl CowVolume {
         }
         let _cow = lock(&self.cow);
         // Chunks just copied are held already, with this write's data in.
-        // The chunks the write covers in part (at most its first and last)
-        // are copied first: their held contents need the old ones.
         let end = offset + buf.len() as u64;
-        let mut merged = Vec::new();
-        let edges = if first == last {
-            &[first][..]
-        } else {
-            &[first, last][..]
+        let whole_needs_copy = {
+            let st = lock(&self.state);
+            (first..=last).any(|c| self.covers_whole(c, offset, end) && st.needs_preserve(c))
         };
-        for &c in edges {
-            let whole = c * cs >= offset && c * cs + self.chunk_len(c) as u64 <= end;
-            if !whole {
-                merged.extend(self.preserve(c, c, buf, offset, &[])?);
+        let mut merged = Vec::new();
+        let mut early = Vec::new();
+        if whole_needs_copy {
+            // The chunks the write covers in part (at most its first and
+            // last) are copied first: their held contents need the old ones.
+            let edges = if first == last {
+                &[first][..]
+            } else {
+                &[first, last][..]
+            };
+            for &c in edges {
+                if !self.covers_whole(c, offset, end) {
+                    merged.extend(self.preserve(c, c, buf, offset, &[])?);
+                }
             }
+            early = self.hold_whole_chunks(first, last, buf, offset);
         }
-        let early = self.hold_whole_chunks(first, last, buf, offset);
         let held = if early.is_empty() {
             merged.extend(self.preserve(first, last, buf, offset, &[])?);
             merged.sort_unstable();
@@ -669,19 +675,26 @@ impl CowVolume {
             return Vec::new();
         };
         let mut pending = write_lock(&self.pending);
-        let whole = |c: u64| c * cs >= offset && c * cs + self.chunk_len(c) as u64 <= end;
-        if !need.iter().all(|&c| whole(c) && !pending.contains_key(&c)) {
+        if !need
+            .iter()
+            .all(|&c| self.covers_whole(c, offset, end) && !pending.contains_key(&c))
+        {
             return Vec::new();
         }
         for &c in &need {
             let from = (c * cs - offset) as usize;
+            let mut content = buf[from..from + self.chunk_len(c)].to_vec();
             // Zero-padded like a copy of a short last chunk.
-            let mut content = vec![0u8; cs as usize];
-            let len = self.chunk_len(c);
-            content[..len].copy_from_slice(&buf[from..from + len]);
+            content.resize(cs as usize, 0);
             pending.insert(c, (tag, content));
         }
         need
+    }
+
+    /// Whether a write of `offset..end` covers chunk `c` whole.
+    fn covers_whole(&self, c: u64, offset: u64, end: u64) -> bool {
+        let at = c * self.cs();
+        at >= offset && at + self.chunk_len(c) as u64 <= end
     }
 
     /// Writes the parts of the write outside the chunks `held` (ascending,

@@ -486,6 +486,12 @@ struct FioResult {
 }
 
 fn fio(args: &[String]) -> FioResult {
+    fio_jobs(args).swap_remove(0)
+}
+
+/// Runs fio and returns what each of its jobs did (in the direction it
+/// did it: write if it wrote, else read).
+fn fio_jobs(args: &[String]) -> Vec<FioResult> {
     check_interrupt();
     let out = Command::new("fio")
         .args(args)
@@ -505,19 +511,24 @@ fn fio(args: &[String]) -> FioResult {
     let json_start = stdout.find('{').expect("fio printed no JSON");
     let v: serde_json::Value = serde_json::from_str(&stdout[json_start..])
         .unwrap_or_else(|e| panic!("fio JSON: {e}: {stdout}"));
-    let job = &v["jobs"][0];
-    assert_eq!(job["error"].as_i64(), Some(0), "fio job error: {job}");
-    let dir = if job["write"]["total_ios"].as_u64().unwrap_or(0) > 0 {
-        &job["write"]
-    } else {
-        &job["read"]
-    };
-    FioResult {
-        bw: dir["bw_bytes"].as_f64().unwrap_or(0.0),
-        iops: dir["iops"].as_f64().unwrap_or(0.0),
-        ios: dir["total_ios"].as_u64().unwrap_or(0),
-        runtime_ms: dir["runtime"].as_u64().unwrap_or(0),
-    }
+    let jobs = v["jobs"].as_array().expect("fio printed no jobs");
+    assert!(!jobs.is_empty(), "fio printed no jobs: {stdout}");
+    jobs.iter()
+        .map(|job| {
+            assert_eq!(job["error"].as_i64(), Some(0), "fio job error: {job}");
+            let dir = if job["write"]["total_ios"].as_u64().unwrap_or(0) > 0 {
+                &job["write"]
+            } else {
+                &job["read"]
+            };
+            FioResult {
+                bw: dir["bw_bytes"].as_f64().unwrap_or(0.0),
+                iops: dir["iops"].as_f64().unwrap_or(0.0),
+                ios: dir["total_ios"].as_u64().unwrap_or(0),
+                runtime_ms: dir["runtime"].as_u64().unwrap_or(0),
+            }
+        })
+        .collect()
 }
 
 fn common(name: &str, file: &Path, size_mb: u64) -> Vec<String> {
@@ -684,14 +695,9 @@ fn disk_mix(dir: &Path, size_mb: u64) -> f64 {
         "fallocate",
         &["-l", &format!("{size_mb}M"), &copies.display().to_string()],
     );
-    let mut args: Vec<String> = [
-        "--direct=1",
-        "--ioengine=psync",
-        "--bs=1M",
-        "--output-format=json",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = ["--direct=1", "--ioengine=psync", "--bs=1M"]
+        .map(String::from)
+        .to_vec();
     args.push(format!("--size={size_mb}M"));
     for (name, file, rw) in [
         ("old", &old, "read"),
@@ -702,23 +708,9 @@ fn disk_mix(dir: &Path, size_mb: u64) -> f64 {
         args.push(format!("--filename={}", file.display()));
         args.push(format!("--rw={rw}"));
     }
-    check_interrupt();
-    let out = Command::new("fio")
-        .args(&args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run fio: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "fio disk mix failed: {stdout}");
-    let json_start = stdout.find('{').expect("fio printed no JSON");
-    let v: serde_json::Value = serde_json::from_str(&stdout[json_start..])
-        .unwrap_or_else(|e| panic!("fio JSON: {e}: {stdout}"));
-    let jobs = v["jobs"].as_array().expect("fio jobs");
-    jobs.iter()
-        .map(|j| {
-            let r = j["read"]["bw_bytes"].as_f64().unwrap_or(0.0);
-            let w = j["write"]["bw_bytes"].as_f64().unwrap_or(0.0);
-            mib(r.max(w))
-        })
+    fio_jobs(&args)
+        .iter()
+        .map(|j| mib(j.bw))
         .fold(f64::INFINITY, f64::min)
 }
 
