@@ -195,6 +195,13 @@ impl FileBacking {
             .create_new(true)
             .mode(0o600)
             .open(path)?;
+        // On btrfs an overwrite of space the file holds would take new
+        // space (and fail with ENOSPC when the filesystem is full): the
+        // shadow storage overwrites slots, journal and superblock in place,
+        // and its chunks carry their own crc32c.
+        if let Err(e) = vss_sys::set_nocow_if_btrfs(&file) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot mark a shadow storage file no-copy-on-write; a full filesystem may then cost shadows instead of evicting the oldest");
+        }
         Self::from_file(file)
     }
 

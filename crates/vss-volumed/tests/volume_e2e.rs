@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use vss_testkit::{privileged, run};
 use vss_volumed::client::call;
-use vss_volumed::protocol::{id_text, Reply, Request, Status};
+use vss_volumed::protocol::{id_text, Reply, Request, ShadowEntry, Status};
 use vss_volumed::{StorageConfig, VolumeConfig};
 
 struct Server {
@@ -445,6 +445,29 @@ fn priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on() {
     drop(server);
 }
 
+/// The same on a btrfs filesystem: overwriting a slot there takes new
+/// space too (copy-on-write), so the data file's writes themselves meet
+/// ENOSPC, not only its growth.
+#[test]
+fn priv_cow_full_btrfs_storage_filesystem_drops_oldest_shadows_and_writes_go_on() {
+    if !privileged("priv_cow_full_btrfs_storage_filesystem_drops_oldest_shadows_and_writes_go_on") {
+        return;
+    }
+    let server = Server::start("ext4", 256);
+    let small = vss_testkit::LoopFs::new("btrfs", 128);
+    let r = server.call(&Request::AddStorage {
+        dir: small.mount_point.join("diff"),
+        max_bytes: None,
+        chunk_size: 16 * 1024,
+    });
+    assert_eq!(r, Reply::Ok);
+    let status = overflow_rounds(&server);
+    for e in &status.evicted {
+        assert!(e.reason.contains("is full"), "{e:?}");
+    }
+    drop(server);
+}
+
 /// Six rounds of 48 MiB rewritten between cuts, more than the storage
 /// holds: every write must go through, some shadows must be evicted
 /// (oldest first), and those left must hold exactly their instant.
@@ -468,6 +491,14 @@ fn overflow_rounds(server: &Server) -> Status {
         cut_ids.push(id);
         expected.insert(id_text(id), hash_tree(&dir));
         write_round(round); // every write goes through; none may fail
+                            // Room is made by evicting the oldest, never by losing shadows.
+        let lost: Vec<ShadowEntry> = server
+            .status()
+            .shadows
+            .into_iter()
+            .filter(|s| s.lost.is_some())
+            .collect();
+        assert!(lost.is_empty(), "shadows lost instead of evicted: {lost:?}");
     }
     let status = server.status();
     assert!(
