@@ -180,6 +180,18 @@ impl FileBacking {
         .map_err(|e| io::Error::from_raw_os_error(e as i32))
     }
 
+    /// A direct write, through the page cache where the device refuses it
+    /// (`EINVAL`: an alignment this file's device does not take): a live
+    /// write or a copy must not fail for the way it was sent.
+    fn write_direct_or_cached(&self, direct: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        match direct.write_all_at(buf, offset) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.file.write_all_at(buf, offset)
+            }
+            r => r,
+        }
+    }
+
     /// The direct file, when a write of `len` bytes at `offset` goes
     /// through it whatever its memory's alignment.
     fn large_direct_for(&self, len: usize, offset: u64) -> Option<&File> {
@@ -287,14 +299,14 @@ impl Backing for FileBacking {
                     let at = offset + (i * BOUNCE_BYTES) as u64;
                     with_bounce(piece.len(), |b| {
                         b.copy_from_slice(piece);
-                        d.write_all_at(b, at)
+                        self.write_direct_or_cached(d, b, at)
                     })?;
                 }
                 return Ok(());
             }
         }
         match &self.direct {
-            Some(d) if is_aligned(buf, offset) => d.write_all_at(buf, offset),
+            Some(d) if is_aligned(buf, offset) => self.write_direct_or_cached(d, buf, offset),
             _ => self.file.write_all_at(buf, offset),
         }
     }
@@ -311,8 +323,12 @@ impl Backing for FileBacking {
                     parts.iter().map(|p| io::IoSlice::new(p)).collect();
                 let off = libc::off_t::try_from(offset)
                     .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-                let mut written = nix::sys::uio::pwritev(d, &slices, off)
-                    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+                // Refused (EINVAL): part by part, where each write falls
+                // back to the page cache.
+                let mut written = match nix::sys::uio::pwritev(d, &slices, off) {
+                    Err(nix::errno::Errno::EINVAL) => 0,
+                    r => r.map_err(|e| io::Error::from_raw_os_error(e as i32))?,
+                };
                 // A short write: the rest part by part.
                 while let Some((first, tail)) = rest.split_first() {
                     if written < first.len() {
