@@ -1688,6 +1688,12 @@ impl CowVolume {
                                     moved = true;
                                     break 'runs;
                                 }
+                                if st.by_id.get(&shadow_id) != Some(&epoch) {
+                                    // Deleted meanwhile (evicted): its slots
+                                    // may hold other copies now; that is no
+                                    // corruption.
+                                    return Err(CowError::NoSuchShadow(shadow_id));
+                                }
                                 let served = st.shadows_served_by(first + k as u64, tag);
                                 drop(st);
                                 self.mark_lost(&served, LostReason::PreservedDataCorrupt);
