@@ -158,22 +158,7 @@ impl CallError {
     /// The error as the writer's last error and the set's failure.
     pub fn into_vss(self, w: &WriterInstance, event: &str) -> VssError {
         match self {
-            CallError::Vetoed(e) => {
-                let code = match e.code {
-                    VssCode::WriterErrorInconsistentSnapshot
-                    | VssCode::WriterErrorOutOfResources
-                    | VssCode::WriterErrorTimeout
-                    | VssCode::WriterErrorRetryable
-                    | VssCode::WriterErrorNonRetryable
-                    | VssCode::WriterErrorPartialFailure
-                    | VssCode::WriterNotResponding => e.code,
-                    _ => VssCode::WriterErrorNonRetryable,
-                };
-                VssError::new(
-                    code,
-                    format!("writer '{}' vetoed {event}: {}", w.name, e.message),
-                )
-            }
+            CallError::Vetoed(e) => vetoed(e, &w.name, event),
             CallError::TimedOut => VssError::writer_timeout(&w.name, w.timeout.as_secs()),
             CallError::Gone => VssError::new(
                 VssCode::WriterNotResponding,
@@ -186,6 +171,34 @@ impl CallError {
             .with_hint("The writer's process exited or lost its bus connection; see its log, restart it, then retry."),
         }
     }
+}
+
+/// A writer's veto as the set's failure: the writer's own code when it is
+/// a writer error (else non-retryable), its text after the writer's name,
+/// and its hint, or a general one when it gave none.
+fn vetoed(e: VssError, writer: &str, event: &str) -> VssError {
+    let code = match e.code {
+        VssCode::WriterErrorInconsistentSnapshot
+        | VssCode::WriterErrorOutOfResources
+        | VssCode::WriterErrorTimeout
+        | VssCode::WriterErrorRetryable
+        | VssCode::WriterErrorNonRetryable
+        | VssCode::WriterErrorPartialFailure
+        | VssCode::WriterNotResponding => e.code,
+        _ => VssCode::WriterErrorNonRetryable,
+    };
+    let hint = e.hint.unwrap_or_else(|| {
+        if code == VssCode::WriterErrorRetryable {
+            format!("The writer '{writer}' expects the cause to pass: see its log, then retry the backup.")
+        } else {
+            format!("See the log of the writer '{writer}' and `vssadmin list writers`; fix the cause before retrying.")
+        }
+    });
+    VssError::new(
+        code,
+        format!("writer '{writer}' vetoed {event}: {}", e.message),
+    )
+    .with_hint(hint)
 }
 
 /// The registered writer instances, in registration order.
@@ -281,5 +294,36 @@ impl WriterTable {
         self.all()
             .into_iter()
             .find(|w| w.instance_id == instance_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_veto_keeps_the_writers_code_and_hint() {
+        let e = VssError::new(VssCode::WriterErrorRetryable, "database is busy")
+            .with_hint("wait for the nightly vacuum to end");
+        let v = vetoed(e, "sqlite", "Freeze");
+        assert_eq!(v.code, VssCode::WriterErrorRetryable);
+        assert_eq!(v.message, "writer 'sqlite' vetoed Freeze: database is busy");
+        assert_eq!(
+            v.hint.as_deref(),
+            Some("wait for the nightly vacuum to end")
+        );
+    }
+
+    #[test]
+    fn a_veto_without_a_hint_gets_one_and_foreign_codes_turn_non_retryable() {
+        let v = vetoed(
+            VssError::new(VssCode::WriterErrorRetryable, "busy"),
+            "pg",
+            "PrepareForSnapshot",
+        );
+        assert!(v.hint.as_deref().unwrap().contains("retry"), "{v:?}");
+        let v = vetoed(VssError::new(VssCode::BadState, "odd"), "pg", "Thaw");
+        assert_eq!(v.code, VssCode::WriterErrorNonRetryable);
+        assert!(v.hint.as_deref().unwrap().contains("list writers"), "{v:?}");
     }
 }

@@ -185,9 +185,7 @@ impl FileBacking {
     /// write or a copy must not fail for the way it was sent.
     fn write_direct_or_cached(&self, direct: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         match direct.write_all_at(buf, offset) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.file.write_all_at(buf, offset)
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.file.write_all_at(buf, offset),
             r => r,
         }
     }

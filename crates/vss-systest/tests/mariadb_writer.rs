@@ -568,6 +568,11 @@ fn priv_sys_mariadb_writer_blocking_statement_is_named() {
         all.contains("0x800423F3") || all.contains("VSS_E_WRITERERROR_RETRYABLE"),
         "{all}"
     );
+    // The writer's own hint reaches the requestor.
+    assert!(
+        all.contains("Hint: A long statement kept the backup lock"),
+        "{all}"
+    );
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     let block = writer_block(&d);
     assert!(
