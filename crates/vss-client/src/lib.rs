@@ -459,21 +459,6 @@ impl BackupComponents {
     }
 }
 
-/// True when a writer failed the event (its code is one of the writer
-/// failure codes), as opposed to the call being refused.
-fn is_writer_failure(e: &VssError) -> bool {
-    matches!(
-        e.code,
-        VssCode::WriterErrorInconsistentSnapshot
-            | VssCode::WriterErrorOutOfResources
-            | VssCode::WriterErrorTimeout
-            | VssCode::WriterErrorRetryable
-            | VssCode::WriterErrorNonRetryable
-            | VssCode::WriterErrorPartialFailure
-            | VssCode::WriterNotResponding
-    )
-}
-
 /// A restore session: IVssBackupComponents initialized for a restore. The
 /// sequence is [`gather_writer_metadata`](Self::gather_writer_metadata),
 /// then the requestor selects what to restore in [`bcd`](Self::bcd)
@@ -552,7 +537,7 @@ impl RestoreComponents {
                 // then kept what the other writers returned. Any other
                 // error (wrong order, a bad document) leaves self.bcd as
                 // the requestor made it.
-                if !is_writer_failure(&e) {
+                if !e.code.is_writer_failure() {
                     return Err(e);
                 }
                 if let Ok(bcd) = self.client.proxy.get_backup_components(&self.session).await {

@@ -177,15 +177,10 @@ impl CallError {
 /// a writer error (else non-retryable), its text after the writer's name,
 /// and its hint, or a general one when it gave none.
 fn vetoed(e: VssError, writer: &str, event: &str) -> VssError {
-    let code = match e.code {
-        VssCode::WriterErrorInconsistentSnapshot
-        | VssCode::WriterErrorOutOfResources
-        | VssCode::WriterErrorTimeout
-        | VssCode::WriterErrorRetryable
-        | VssCode::WriterErrorNonRetryable
-        | VssCode::WriterErrorPartialFailure
-        | VssCode::WriterNotResponding => e.code,
-        _ => VssCode::WriterErrorNonRetryable,
+    let code = if e.code.is_writer_failure() {
+        e.code
+    } else {
+        VssCode::WriterErrorNonRetryable
     };
     let hint = e.hint.unwrap_or_else(|| {
         if code == VssCode::WriterErrorRetryable {

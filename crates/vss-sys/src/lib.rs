@@ -172,18 +172,7 @@ pub fn set_nocow_if_btrfs(file: &File) -> io::Result<bool> {
     if i64::from(st.f_type as u32) != magic::BTRFS {
         return Ok(false);
     }
-    // The kernel reads and writes an int for both, whatever the request
-    // number's size says.
-    let mut flags: libc::c_int = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which
-    // points at `flags`, alive across the call.
-    check(unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            libc::FS_IOC_GETFLAGS,
-            &mut flags as *mut libc::c_int,
-        )
-    })?;
+    let mut flags = inode_flags(file)?;
     if flags & FS_NOCOW_FL == 0 {
         flags |= FS_NOCOW_FL;
         // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which
@@ -201,6 +190,13 @@ pub fn set_nocow_if_btrfs(file: &File) -> io::Result<bool> {
 
 /// Whether `file` carries `FS_NOCOW_FL` (see [`set_nocow_if_btrfs`]).
 pub fn is_nocow(file: &File) -> io::Result<bool> {
+    Ok(inode_flags(file)? & FS_NOCOW_FL != 0)
+}
+
+/// The inode flags of `file` (`FS_IOC_GETFLAGS`, what `lsattr` shows).
+fn inode_flags(file: &File) -> io::Result<libc::c_int> {
+    // The kernel reads and writes an int, whatever the request number's
+    // size says.
     let mut flags: libc::c_int = 0;
     // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which
     // points at `flags`, alive across the call.
@@ -211,7 +207,7 @@ pub fn is_nocow(file: &File) -> io::Result<bool> {
             &mut flags as *mut libc::c_int,
         )
     })?;
-    Ok(flags & FS_NOCOW_FL != 0)
+    Ok(flags)
 }
 
 /// The size in bytes of `path`: of the device for a block device

@@ -126,6 +126,23 @@ vss_codes! {
     InvalidArg = 0x8007_0057, "E_INVALIDARG", "An argument is invalid", "See `vssadmin --help` for the syntax.";
 }
 
+impl VssCode {
+    /// A writer failed the event (one of the writer failure codes), as
+    /// opposed to the call being refused or the service failing.
+    pub const fn is_writer_failure(self) -> bool {
+        matches!(
+            self,
+            VssCode::WriterErrorInconsistentSnapshot
+                | VssCode::WriterErrorOutOfResources
+                | VssCode::WriterErrorTimeout
+                | VssCode::WriterErrorRetryable
+                | VssCode::WriterErrorNonRetryable
+                | VssCode::WriterErrorPartialFailure
+                | VssCode::WriterNotResponding
+        )
+    }
+}
+
 impl fmt::Display for VssCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0x{:08X} {}", self.hresult(), self.symbol())

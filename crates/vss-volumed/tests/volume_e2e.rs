@@ -430,31 +430,25 @@ fn priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on() {
     if !privileged("priv_cow_full_storage_filesystem_drops_oldest_shadows_and_writes_go_on") {
         return;
     }
-    let server = Server::start("ext4", 256);
-    let small = vss_testkit::LoopFs::new("ext4", 40);
-    let r = server.call(&Request::AddStorage {
-        dir: small.mount_point.join("diff"),
-        max_bytes: None,
-        chunk_size: 16 * 1024,
-    });
-    assert_eq!(r, Reply::Ok);
-    let status = overflow_rounds(&server);
-    for e in &status.evicted {
-        assert!(e.reason.contains("is full"), "{e:?}");
-    }
-    drop(server);
+    fill_storage_filesystem("ext4", 40);
 }
 
-/// The same on a btrfs filesystem: overwriting a slot there takes new
-/// space too (copy-on-write), so the data file's writes themselves meet
-/// ENOSPC, not only its growth.
+/// The same on a btrfs filesystem, where an overwrite of a slot would take
+/// new space too (copy-on-write) unless the storage files are created
+/// no-copy-on-write.
 #[test]
 fn priv_cow_full_btrfs_storage_filesystem_drops_oldest_shadows_and_writes_go_on() {
     if !privileged("priv_cow_full_btrfs_storage_filesystem_drops_oldest_shadows_and_writes_go_on") {
         return;
     }
+    fill_storage_filesystem("btrfs", 128);
+}
+
+/// Shadow storage on a small `fs_type` filesystem of `size_mb` MiB,
+/// without a maximum size, through `overflow_rounds`.
+fn fill_storage_filesystem(fs_type: &str, size_mb: u64) {
     let server = Server::start("ext4", 256);
-    let small = vss_testkit::LoopFs::new("btrfs", 128);
+    let small = vss_testkit::LoopFs::new(fs_type, size_mb);
     let r = server.call(&Request::AddStorage {
         dir: small.mount_point.join("diff"),
         max_bytes: None,
