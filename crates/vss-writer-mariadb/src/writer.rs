@@ -386,6 +386,17 @@ fn on_volumes(dirs: &[PathBuf], volumes: &[String]) -> bool {
 }
 
 #[async_trait]
+impl vss_writer::process::WriterProcess for MariadbWriter {
+    fn registered_as(&self, instance_id: Guid) {
+        MariadbWriter::set_instance_id(self, instance_id);
+    }
+
+    async fn release_for(&self, why: &'static str) {
+        MariadbWriter::release_all(self, why).await;
+    }
+}
+
+#[async_trait]
 impl Writer for MariadbWriter {
     fn name(&self) -> &str {
         &self.cfg.name

@@ -402,6 +402,17 @@ fn on_volumes(layout: &ClusterLayout, volumes: &[String]) -> bool {
 }
 
 #[async_trait]
+impl vss_writer::process::WriterProcess for PostgresWriter {
+    fn registered_as(&self, instance_id: Guid) {
+        PostgresWriter::set_instance_id(self, instance_id);
+    }
+
+    async fn release_for(&self, why: &'static str) {
+        PostgresWriter::close(self, why).await;
+    }
+}
+
+#[async_trait]
 impl Writer for PostgresWriter {
     fn name(&self) -> &str {
         &self.cfg.name

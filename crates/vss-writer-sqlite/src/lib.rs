@@ -35,12 +35,14 @@
 //! application's own commits.
 //!
 //! ```no_run
-//! # async fn f() -> anyhow::Result<()> {
+//! # async fn f() -> Result<(), vss_types::VssError> {
 //! use std::sync::Arc;
-//! let cfg = vss_writer_sqlite::config::load(std::path::Path::new("/etc/vss/sqlite-writer.toml"))?;
+//! let path = std::path::Path::new("/etc/vss/sqlite-writer.toml");
+//! let cfg = vss_writer_sqlite::config::load(path).map_err(vss_types::VssError::from)?;
 //! let writer = Arc::new(vss_writer_sqlite::SqliteWriter::new(cfg));
-//! vss_writer::run(writer, vss_writer::RunOptions::default()).await?;
-//! # Ok(()) }
+//! // Serves until SIGINT/SIGTERM; releases the locks if vssd goes away.
+//! vss_writer::process::serve(writer, vss_writer::RunOptions::default()).await
+//! # }
 //! ```
 
 #![forbid(unsafe_code)]

@@ -11,11 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Result;
 use clap::Parser;
-use tokio::signal::unix::{signal, SignalKind};
-use vss_types::{Guid, VssCode, VssError};
-use vss_writer::{RegistrationState, RunOptions, WriterService};
+use vss_types::VssError;
+use vss_writer::{process, RunOptions};
 use vss_writer_sqlite::{config, SqliteWriter};
 
 #[derive(Parser)]
@@ -33,61 +31,13 @@ struct Args {
     check: bool,
 }
 
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VSS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Under systemd stderr goes to the journal already; use its structured
-    // fields there, plain stderr elsewhere (as vssd does).
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(j) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter).with(j).init();
-            return;
-        }
-    }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vss-writer-sqlite: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            match e.downcast_ref::<VssError>() {
-                Some(v) => {
-                    tracing::error!("{v}");
-                    eprintln!("Error: {v}\nHint: {}", v.hint());
-                }
-                None => {
-                    tracing::error!("{e:#}");
-                    eprintln!("Error: {e:#}");
-                }
-            }
-            ExitCode::from(1)
-        }
-    }
+    process::init_logging();
+    process::main_with("vss-writer-sqlite", run(args))
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: Args) -> Result<(), VssError> {
     let cfg = config::load(&args.config).map_err(VssError::from)?;
     if args.check {
         println!(
@@ -108,8 +58,6 @@ async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
-    let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let writer = Arc::new(SqliteWriter::new(cfg));
     tracing::info!(
         writer = %writer.config().name,
@@ -118,49 +66,5 @@ async fn run(args: Args) -> Result<()> {
         config = %args.config.display(),
         "starting"
     );
-    let service = WriterService::start(writer.clone(), RunOptions::default())
-        .await
-        .map_err(VssError::from)?;
-    let mut state = service.watch_state();
-    let result = loop {
-        tokio::select! {
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
-            changed = state.changed() => {
-                if changed.is_err() {
-                    break Ok(());
-                }
-                let s = state.borrow_and_update().clone();
-                match s {
-                    RegistrationState::Registered { instance_id, .. } => {
-                        // Requestors see vssd's instance id; the metadata
-                        // carries the same one.
-                        if let Ok(id) = Guid::parse(&instance_id) {
-                            writer.set_instance_id(id);
-                        }
-                    }
-                    RegistrationState::WaitingForVssd | RegistrationState::Registering { .. } => {
-                        // A vssd that went away sends no Thaw or Abort:
-                        // nothing may stay locked for it.
-                        writer.release_all("vssd went away").await;
-                    }
-                    RegistrationState::Disconnected => {
-                        break Err(VssError::from(vss_writer::SdkError::Disconnected).into());
-                    }
-                    RegistrationState::Stopped => break Ok(()),
-                }
-            }
-        }
-    };
-    writer.release_all("the writer stops").await;
-    service.stop().await;
-    result
-}
-
-fn signal_error(e: std::io::Error) -> VssError {
-    VssError::new(
-        VssCode::WriterInfrastructure,
-        format!("cannot handle SIGINT/SIGTERM: {e}"),
-    )
-    .with_hint("Run the writer as a normal process.")
+    process::serve(writer, RunOptions::default()).await
 }

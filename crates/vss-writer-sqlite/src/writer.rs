@@ -611,6 +611,17 @@ fn checkpoint(db: &DatabaseConfig) -> Result<(), String> {
 }
 
 #[async_trait]
+impl vss_writer::process::WriterProcess for SqliteWriter {
+    fn registered_as(&self, instance_id: Guid) {
+        SqliteWriter::set_instance_id(self, instance_id);
+    }
+
+    async fn release_for(&self, why: &'static str) {
+        SqliteWriter::release_all(self, why).await;
+    }
+}
+
+#[async_trait]
 impl Writer for SqliteWriter {
     fn name(&self) -> &str {
         &self.cfg.name

@@ -93,6 +93,15 @@
 //! [`RunOptions::object_path`]s; writers on connections of their own may
 //! all use the default path.
 //!
+//! # A writer process
+//!
+//! With the feature `process`, [`process`] has what a writer that is a
+//! program of its own needs around that: logging to the journal or stderr
+//! (`init_logging`), exit status and `Error:`/`Hint:` output (`main_with`),
+//! and `serve`, which also tells the writer vssd's instance id and has it
+//! release whatever it holds when vssd goes away (vssd sends no Thaw or
+//! Abort then). The built-in SQLite, PostgreSQL and MariaDB writers use it.
+//!
 //! # Concurrency
 //!
 //! Handlers take `&self` and may run at the same time (Abort during Freeze,
@@ -109,6 +118,8 @@
 //! yourself and return BCDs unchanged unless you add writer metadata.
 
 mod error;
+#[cfg(feature = "process")]
+pub mod process;
 mod service;
 mod veto;
 mod writer;
