@@ -576,36 +576,11 @@ pub fn load_file(path: &Path) -> Result<ExecWriterConfig, ConfigError> {
 
 /// Parses and validates a writer file's text; `file` names it in errors.
 pub fn parse(text: &str, file: &Path) -> Result<ExecWriterConfig, ConfigError> {
-    let de = toml::Deserializer::new(text);
-    let mut cfg: ExecWriterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .span()
-            .map(|s| {
-                let (line, col) = line_col(text, s.start);
-                format!("line {line}, column {col}: ")
-            })
-            .unwrap_or_default();
-        // serde_path_to_error says "." for the top level.
-        let field = if field == "." { String::new() } else { field };
-        ConfigError::new(file, field, format!("{at}{}", inner.message().trim()))
-    })?;
+    let mut cfg: ExecWriterConfig = vss_writer::config::parse_toml(text)
+        .map_err(|(field, message)| ConfigError::new(file, field, message))?;
     cfg.source = Some(file.to_owned());
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
 }
 
 fn check_timeout(file: &Path, field: &str, secs: u64) -> Result<(), ConfigError> {

@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use vss_types::{Guid, VssCode, VssError};
+use vss_types::Guid;
+pub use vss_writer::config::ConfigError;
+use vss_writer::config::ConfigFile;
 
 /// Where the writer reads its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/vss/mariadb-writer.toml";
@@ -28,8 +30,6 @@ pub const LOCK_WAIT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 pub const DEFAULT_MAX_HOLD_SECS: u64 = 60;
 /// Bounds of `max-hold-secs`.
 pub const MAX_HOLD_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
-/// Configuration files larger than this are refused.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Namespace of the writer ids derived from writer names (UUIDv5).
 pub const WRITER_ID_NAMESPACE: Guid = Guid::from_u128(0x7d3c_2a91_5e4f_4b0a_8c6e_93f1_a2d4_0c57);
 
@@ -159,10 +159,10 @@ impl MariadbWriterConfig {
         let file = self.source_path();
         let file = file.as_path();
         if self.name.trim().is_empty() {
-            return Err(ConfigError::new(file, "name", "the writer name is empty"));
+            return Err(FILE.error(file, "name", "the writer name is empty"));
         }
         if self.name.trim() != self.name {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "name",
                 format!(
@@ -172,7 +172,7 @@ impl MariadbWriterConfig {
             ));
         }
         if self.name.chars().count() > 256 {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "name",
                 "the writer name is longer than 256 characters",
@@ -180,14 +180,10 @@ impl MariadbWriterConfig {
         }
         check_text(file, "name", "the writer name", &self.name)?;
         if self.writer_id.is_some_and(|g| g.is_null()) {
-            return Err(ConfigError::new(
-                file,
-                "writer-id",
-                "the null id is not a writer id",
-            ));
+            return Err(FILE.error(file, "writer-id", "the null id is not a writer id"));
         }
         if !MAX_HOLD_RANGE_SECS.contains(&self.max_hold_secs) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "max-hold-secs",
                 format!(
@@ -199,7 +195,7 @@ impl MariadbWriterConfig {
             ));
         }
         if !LOCK_WAIT_RANGE_SECS.contains(&self.lock_wait_timeout_secs) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "lock-wait-timeout-secs",
                 format!(
@@ -211,7 +207,7 @@ impl MariadbWriterConfig {
             ));
         }
         if self.lock_wait_timeout_secs >= self.max_hold_secs {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "lock-wait-timeout-secs",
                 format!(
@@ -225,18 +221,14 @@ impl MariadbWriterConfig {
             check_path(file, "password-file", p)?;
         }
         if self.user.trim().is_empty() {
-            return Err(ConfigError::new(file, "user", "the user name is empty"));
+            return Err(FILE.error(file, "user", "the user name is empty"));
         }
         check_text(file, "user", "the user name", &self.user)?;
         if self.component.trim().is_empty() {
-            return Err(ConfigError::new(
-                file,
-                "component",
-                "the component name is empty",
-            ));
+            return Err(FILE.error(file, "component", "the component name is empty"));
         }
         if self.component.contains('\\') {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "component",
                 format!(
@@ -250,7 +242,7 @@ impl MariadbWriterConfig {
             check_text(file, "caption", "the caption", c)?;
         }
         if self.service.trim().is_empty() || self.service.contains(['/', ' ']) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "service",
                 format!("{:?} is not a systemd unit name", self.service),
@@ -260,7 +252,7 @@ impl MariadbWriterConfig {
         // Whatever else the document rules refuse (logical path syntax,
         // characters) is caught by building it.
         crate::metadata::writer_metadata(self, Guid::NULL, &crate::Layout::example())
-            .map_err(|e| ConfigError::new(file, "", e.message))?;
+            .map_err(|e| FILE.error(file, "", e.message))?;
         Ok(())
     }
 }
@@ -269,7 +261,7 @@ fn check_path(file: &Path, field: &str, p: &Path) -> Result<(), ConfigError> {
     let shown = p.display().to_string();
     check_text(file, field, "the path", &shown)?;
     if !p.is_absolute() {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             field,
             format!("'{shown}' is not an absolute path (it must start with /)"),
@@ -279,7 +271,7 @@ fn check_path(file: &Path, field: &str, p: &Path) -> Result<(), ConfigError> {
         .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
         || shown.ends_with('/')
     {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             field,
             format!("'{shown}' is not a plain file path (no `.` or `..` segments, no trailing /)"),
@@ -290,7 +282,7 @@ fn check_path(file: &Path, field: &str, p: &Path) -> Result<(), ConfigError> {
 
 fn check_text(file: &Path, field: &str, what: &str, s: &str) -> Result<(), ConfigError> {
     if s.chars().any(char::is_control) {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             field,
             format!("{what} {s:?} contains control characters"),
@@ -299,110 +291,24 @@ fn check_text(file: &Path, field: &str, what: &str, s: &str) -> Result<(), Confi
     Ok(())
 }
 
-/// A configuration that cannot be used: which file, which key, what is
-/// wrong and what to do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}{message}", file.display(), if field.is_empty() { String::new() } else { format!("`{field}`: ") })]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// The key, as in TOML; empty for the file as a whole.
-    pub field: String,
-    pub message: String,
-    pub hint: String,
-}
-
-impl ConfigError {
-    fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_owned(),
-            field: field.into(),
-            message: message.into(),
-            hint: format!(
-                "Fix {} (format: docs/WRITERS.md), then start the writer again (`vss-writer-mariadb --config FILE --check` checks it).",
-                file.display()
-            ),
-        }
-    }
-
-    fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = hint.into();
-        self
-    }
-}
-
-/// A bad configuration is a bad argument, as for vssd's own file.
-impl From<ConfigError> for VssError {
-    fn from(e: ConfigError) -> VssError {
-        let hint = e.hint.clone();
-        VssError::new(
-            VssCode::InvalidArg,
-            format!("MariaDB writer configuration {e}"),
-        )
-        .with_hint(hint)
-    }
-}
+/// This configuration in errors and hints.
+pub const FILE: ConfigFile = ConfigFile {
+    writer: "MariaDB writer",
+    program: "vss-writer-mariadb",
+    create_hint:
+        "with the server's socket and the writer's account (example: dist/vss/mariadb-writer.toml)",
+};
 
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<MariadbWriterConfig, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let err = ConfigError::new(path, "", format!("cannot read the file: {e}"));
-        if e.kind() == std::io::ErrorKind::NotFound {
-            err.with_hint(format!(
-                "Create {} (format and example: docs/WRITERS.md, dist/vss/mariadb-writer.toml), or name another file with --config.",
-                path.display()
-            ))
-        } else {
-            err
-        }
-    })?;
-    if !meta.is_file() {
-        return Err(ConfigError::new(path, "", "not a regular file"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ConfigError::new(
-            path,
-            "",
-            format!(
-                "the file is {} bytes; the configuration is limited to {MAX_FILE_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, "", format!("cannot read the file: {e}")))?;
-    parse(&text, path)
+    parse(&FILE.read(path)?, path)
 }
 
 /// Parses and validates the configuration's text; `file` names it in
 /// errors.
 pub fn parse(text: &str, file: &Path) -> Result<MariadbWriterConfig, ConfigError> {
-    let de = toml::Deserializer::new(text);
-    let mut cfg: MariadbWriterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .span()
-            .map(|s| {
-                let (line, col) = line_col(text, s.start);
-                format!("line {line}, column {col}: ")
-            })
-            .unwrap_or_default();
-        let field = if field == "." { String::new() } else { field };
-        ConfigError::new(file, field, format!("{at}{}", inner.message().trim()))
-    })?;
+    let mut cfg: MariadbWriterConfig = FILE.parse(text, file)?;
     cfg.source = Some(file.to_owned());
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset.min(text.len())).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
 }

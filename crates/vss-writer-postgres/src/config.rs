@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use vss_types::{Guid, VssCode, VssError};
+use vss_types::Guid;
+pub use vss_writer::config::ConfigError;
+use vss_writer::config::ConfigFile;
 
 /// Where the writer reads its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/vss/postgres-writer.toml";
@@ -27,8 +29,6 @@ pub const START_TIMEOUT_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 /// The longest a backup stays started without Thaw or Abort.
 pub const DEFAULT_MAX_HOLD_SECS: u64 = 600;
 pub const MAX_HOLD_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=86_400;
-/// Larger configuration files are refused.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Namespace of writer ids derived from writer names (UUIDv5).
 pub const WRITER_ID_NAMESPACE: Guid = Guid::from_u128(0x8d2f_3a61_7c4e_4b0a_a5e9_0f6c_2d71_b834);
 
@@ -160,7 +160,7 @@ impl PostgresWriterConfig {
         let file = self.source_path();
         let file = file.as_path();
         if self.name.trim().is_empty() || self.name.trim() != self.name {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "name",
                 format!(
@@ -170,7 +170,7 @@ impl PostgresWriterConfig {
             ));
         }
         if self.name.chars().count() > 256 {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "name",
                 "the writer name is longer than 256 characters",
@@ -178,14 +178,10 @@ impl PostgresWriterConfig {
         }
         check_text(file, "name", &self.name)?;
         if self.writer_id.is_some_and(|g| g.is_null()) {
-            return Err(ConfigError::new(
-                file,
-                "writer-id",
-                "the null id is not a writer id",
-            ));
+            return Err(FILE.error(file, "writer-id", "the null id is not a writer id"));
         }
         if self.component.trim().is_empty() || self.component.contains('\\') {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "component",
                 format!(
@@ -201,7 +197,7 @@ impl PostgresWriterConfig {
         check_dir(file, "data-directory", &self.data_directory)?;
         check_dir(file, "socket-directory", &self.socket_directory)?;
         if self.port == 0 {
-            return Err(ConfigError::new(file, "port", "port 0 is not a port"));
+            return Err(FILE.error(file, "port", "port 0 is not a port"));
         }
         for (key, v) in [
             ("user", &self.user),
@@ -209,19 +205,19 @@ impl PostgresWriterConfig {
             ("service", &self.service),
         ] {
             if v.trim().is_empty() {
-                return Err(ConfigError::new(file, key, "the value is empty"));
+                return Err(FILE.error(file, key, "the value is empty"));
             }
             check_text(file, key, v)?;
         }
         if self.service.contains(char::is_whitespace) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "service",
                 format!("service name {:?} contains blanks", self.service),
             ));
         }
         if !START_TIMEOUT_RANGE_SECS.contains(&self.start_timeout_secs) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "start-timeout-secs",
                 format!(
@@ -233,7 +229,7 @@ impl PostgresWriterConfig {
             ));
         }
         if !MAX_HOLD_RANGE_SECS.contains(&self.max_hold_secs) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "max-hold-secs",
                 format!(
@@ -248,7 +244,7 @@ impl PostgresWriterConfig {
         // caught by building the metadata.
         let layout = crate::metadata::ClusterLayout::configured(&self.data_directory);
         crate::metadata::writer_metadata(self, Guid::NULL, &layout)
-            .map_err(|e| ConfigError::new(file, "logical-path", e.message))?;
+            .map_err(|e| FILE.error(file, "logical-path", e.message))?;
         Ok(())
     }
 }
@@ -257,7 +253,7 @@ fn check_dir(file: &Path, key: &str, p: &Path) -> Result<(), ConfigError> {
     let shown = p.display().to_string();
     check_text(file, key, &shown)?;
     if !p.is_absolute() {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             key,
             format!("'{shown}' is not an absolute path (it must start with /)"),
@@ -268,7 +264,7 @@ fn check_dir(file: &Path, key: &str, p: &Path) -> Result<(), ConfigError> {
         || shown.contains(['*', '?'])
         || (shown.len() > 1 && shown.ends_with('/'))
     {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             key,
             format!(
@@ -277,119 +273,35 @@ fn check_dir(file: &Path, key: &str, p: &Path) -> Result<(), ConfigError> {
         ));
     }
     if p == Path::new("/") {
-        return Err(ConfigError::new(file, key, "'/' cannot be used here"));
+        return Err(FILE.error(file, key, "'/' cannot be used here"));
     }
     Ok(())
 }
 
 fn check_text(file: &Path, key: &str, s: &str) -> Result<(), ConfigError> {
     if s.chars().any(char::is_control) {
-        return Err(ConfigError::new(
-            file,
-            key,
-            format!("{s:?} contains control characters"),
-        ));
+        return Err(FILE.error(file, key, format!("{s:?} contains control characters")));
     }
     Ok(())
 }
 
-/// A configuration that cannot be used: which file, which key, what is
-/// wrong and what to do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}{message}", file.display(), if field.is_empty() { String::new() } else { format!("`{field}`: ") })]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub field: String,
-    pub message: String,
-    pub hint: String,
-}
-
-impl ConfigError {
-    fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_owned(),
-            field: field.into(),
-            message: message.into(),
-            hint: format!(
-                "Fix {} (format: docs/WRITERS.md), then start the writer again (`vss-writer-postgres --config FILE --check` checks it).",
-                file.display()
-            ),
-        }
-    }
-}
-
-/// A bad configuration is a bad argument (`E_INVALIDARG`).
-impl From<ConfigError> for VssError {
-    fn from(e: ConfigError) -> VssError {
-        let hint = e.hint.clone();
-        VssError::new(
-            VssCode::InvalidArg,
-            format!("PostgreSQL writer configuration {e}"),
-        )
-        .with_hint(hint)
-    }
-}
+/// This configuration in errors and hints.
+pub const FILE: ConfigFile = ConfigFile {
+    writer: "PostgreSQL writer",
+    program: "vss-writer-postgres",
+    create_hint: "with the cluster's data-directory (example: dist/vss/postgres-writer.toml)",
+};
 
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<PostgresWriterConfig, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let mut err = ConfigError::new(path, "", format!("cannot read the file: {e}"));
-        if e.kind() == std::io::ErrorKind::NotFound {
-            err.hint = format!(
-                "Create {} with the cluster's data-directory (example: dist/vss/postgres-writer.toml; format: docs/WRITERS.md), or name another file with --config.",
-                path.display()
-            );
-        }
-        err
-    })?;
-    if !meta.is_file() {
-        return Err(ConfigError::new(path, "", "not a regular file"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ConfigError::new(
-            path,
-            "",
-            format!(
-                "the file is {} bytes; the configuration is limited to {MAX_FILE_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, "", format!("cannot read the file: {e}")))?;
-    parse(&text, path)
+    parse(&FILE.read(path)?, path)
 }
 
 /// Parses and validates the configuration's text; `file` names it in
 /// errors.
 pub fn parse(text: &str, file: &Path) -> Result<PostgresWriterConfig, ConfigError> {
-    let de = toml::Deserializer::new(text);
-    let mut cfg: PostgresWriterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .span()
-            .map(|s| {
-                let (line, col) = line_col(text, s.start);
-                format!("line {line}, column {col}: ")
-            })
-            .unwrap_or_default();
-        let field = if field == "." { String::new() } else { field };
-        ConfigError::new(file, field, format!("{at}{}", inner.message().trim()))
-    })?;
+    let mut cfg: PostgresWriterConfig = FILE.parse(text, file)?;
     cfg.source = Some(file.to_owned());
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset.min(text.len())).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
 }

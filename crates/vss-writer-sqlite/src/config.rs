@@ -8,7 +8,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use vss_types::{Guid, VssCode, VssError};
+use vss_types::Guid;
+pub use vss_writer::config::ConfigError;
+use vss_writer::config::ConfigFile;
 
 /// Where the writer reads its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/vss/sqlite-writer.toml";
@@ -30,10 +32,6 @@ pub const DEFAULT_MAX_HOLD_SECS: u64 = 60;
 
 /// Bounds of `max-hold-secs` (those of every writer timeout).
 pub const MAX_HOLD_RANGE_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
-
-/// Configuration files larger than this are refused (a real one is a few
-/// KiB; this keeps a wrong `--config` from being read whole).
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Namespace of the writer ids derived from writer names (UUIDv5), so the
 /// writer keeps its id across restarts and machines.
@@ -171,10 +169,10 @@ impl SqliteWriterConfig {
         let file = self.source_path();
         let file = file.as_path();
         if self.name.trim().is_empty() {
-            return Err(ConfigError::new(file, "name", "the writer name is empty"));
+            return Err(FILE.error(file, "name", "the writer name is empty"));
         }
         if self.name.trim() != self.name {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "name",
                 format!(
@@ -184,7 +182,7 @@ impl SqliteWriterConfig {
             ));
         }
         if self.name.chars().count() > 256 {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "name",
                 "the writer name is longer than 256 characters",
@@ -192,7 +190,7 @@ impl SqliteWriterConfig {
         }
         check_text(file, "name", "the writer name", &self.name)?;
         if self.writer_id.is_some_and(|g| g.is_null()) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "writer-id",
                 "the null id is not a writer id",
@@ -203,7 +201,7 @@ impl SqliteWriterConfig {
             )));
         }
         if !MAX_HOLD_RANGE_SECS.contains(&self.max_hold_secs) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "max-hold-secs",
                 format!(
@@ -215,7 +213,7 @@ impl SqliteWriterConfig {
             ));
         }
         if self.databases.is_empty() {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 "database",
                 "no database is configured: the writer would have nothing to protect",
@@ -230,7 +228,7 @@ impl SqliteWriterConfig {
         for (i, db) in self.databases.iter().enumerate() {
             validate_database(file, i, db)?;
             if !paths.insert(db.path.clone()) {
-                return Err(ConfigError::new(
+                return Err(FILE.error(
                     file,
                     format!("database[{i}].path"),
                     format!(
@@ -240,7 +238,7 @@ impl SqliteWriterConfig {
                 ));
             }
             if !names.insert((db.logical_path.clone(), db.component.clone())) {
-                return Err(ConfigError::new(
+                return Err(FILE.error(
                     file,
                     format!("database[{i}].component"),
                     format!(
@@ -253,7 +251,7 @@ impl SqliteWriterConfig {
         // Whatever else the document rules refuse (logical path syntax,
         // characters) is caught by building it.
         crate::metadata::writer_metadata(self, Guid::NULL)
-            .map_err(|e| ConfigError::new(file, "database", e.message))?;
+            .map_err(|e| FILE.error(file, "database", e.message))?;
         Ok(())
     }
 }
@@ -261,14 +259,14 @@ impl SqliteWriterConfig {
 fn validate_database(file: &Path, i: usize, db: &DatabaseConfig) -> Result<(), ConfigError> {
     let f = format!("database[{i}]");
     if db.component.trim().is_empty() {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             format!("{f}.component"),
             "the component name is empty",
         ));
     }
     if db.component.contains('\\') {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             format!("{f}.component"),
             format!(
@@ -290,7 +288,7 @@ fn validate_database(file: &Path, i: usize, db: &DatabaseConfig) -> Result<(), C
     let shown = db.path.display().to_string();
     check_text(file, &field, "the path", &shown)?;
     if !db.path.is_absolute() {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             &field,
             format!("'{shown}' is not an absolute path (it must start with /)"),
@@ -302,7 +300,7 @@ fn validate_database(file: &Path, i: usize, db: &DatabaseConfig) -> Result<(), C
         .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
         || shown.ends_with('/')
     {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             &field,
             format!("'{shown}' is not a plain file path (no `.` or `..` segments, no trailing /)"),
@@ -310,27 +308,24 @@ fn validate_database(file: &Path, i: usize, db: &DatabaseConfig) -> Result<(), C
     }
     let name = db.file_name();
     if name.is_empty() {
-        return Err(ConfigError::new(
-            file,
-            &field,
-            format!("'{shown}' names no file"),
-        ));
+        return Err(FILE.error(file, &field, format!("'{shown}' names no file")));
     }
     if name.contains(['*', '?']) {
         // The file name becomes a filespec in the metadata, where these are
         // wildcards: the backup would match other files.
-        return Err(ConfigError::new(
-            file,
-            &field,
-            format!("the file name '{name}' contains a wildcard character (* or ?)"),
-        )
-        .with_hint(
-            "Rename the database file (or link it under a plain name) and configure that path.",
-        ));
+        return Err(FILE
+            .error(
+                file,
+                &field,
+                format!("the file name '{name}' contains a wildcard character (* or ?)"),
+            )
+            .with_hint(
+                "Rename the database file (or link it under a plain name) and configure that path.",
+            ));
     }
     for suffix in ["-wal", "-journal", "-shm"] {
         if name.ends_with(suffix) {
-            return Err(ConfigError::new(
+            return Err(FILE.error(
                 file,
                 &field,
                 format!("'{shown}' is SQLite's {suffix} file, not the database"),
@@ -341,7 +336,7 @@ fn validate_database(file: &Path, i: usize, db: &DatabaseConfig) -> Result<(), C
         }
     }
     if !LOCK_TIMEOUT_RANGE_MS.contains(&db.lock_timeout_ms) {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             format!("{f}.lock-timeout-ms"),
             format!(
@@ -357,7 +352,7 @@ fn validate_database(file: &Path, i: usize, db: &DatabaseConfig) -> Result<(), C
 
 fn check_text(file: &Path, field: &str, what: &str, s: &str) -> Result<(), ConfigError> {
     if s.chars().any(char::is_control) {
-        return Err(ConfigError::new(
+        return Err(FILE.error(
             file,
             field,
             format!("{what} {s:?} contains control characters"),
@@ -366,112 +361,23 @@ fn check_text(file: &Path, field: &str, what: &str, s: &str) -> Result<(), Confi
     Ok(())
 }
 
-/// A configuration that cannot be used: which file, which key, what is
-/// wrong and what to do.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}{message}", file.display(), if field.is_empty() { String::new() } else { format!("`{field}`: ") })]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// The key, dotted as in TOML (`database[1].path`); empty for the file
-    /// as a whole.
-    pub field: String,
-    pub message: String,
-    pub hint: String,
-}
-
-impl ConfigError {
-    fn new(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.to_owned(),
-            field: field.into(),
-            message: message.into(),
-            hint: format!(
-                "Fix {} (format: docs/WRITERS.md), then start the writer again (`vss-writer-sqlite --config FILE --check` checks it).",
-                file.display()
-            ),
-        }
-    }
-
-    fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = hint.into();
-        self
-    }
-}
-
-/// A bad configuration is a bad argument, as for vssd's own file.
-impl From<ConfigError> for VssError {
-    fn from(e: ConfigError) -> VssError {
-        let hint = e.hint.clone();
-        VssError::new(
-            VssCode::InvalidArg,
-            format!("SQLite writer configuration {e}"),
-        )
-        .with_hint(hint)
-    }
-}
+/// This configuration in errors and hints.
+pub const FILE: ConfigFile = ConfigFile {
+    writer: "SQLite writer",
+    program: "vss-writer-sqlite",
+    create_hint: "with the databases to protect (example: dist/vss/sqlite-writer.toml)",
+};
 
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<SqliteWriterConfig, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        let err = ConfigError::new(path, "", format!("cannot read the file: {e}"));
-        if e.kind() == std::io::ErrorKind::NotFound {
-            err.with_hint(format!(
-                "Create {} with the databases to protect (format and example: docs/WRITERS.md, dist/vss/sqlite-writer.toml), or name another file with --config.",
-                path.display()
-            ))
-        } else {
-            err
-        }
-    })?;
-    if !meta.is_file() {
-        return Err(ConfigError::new(path, "", "not a regular file"));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ConfigError::new(
-            path,
-            "",
-            format!(
-                "the file is {} bytes; the configuration is limited to {MAX_FILE_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(path, "", format!("cannot read the file: {e}")))?;
-    parse(&text, path)
+    parse(&FILE.read(path)?, path)
 }
 
 /// Parses and validates the configuration's text; `file` names it in
 /// errors.
 pub fn parse(text: &str, file: &Path) -> Result<SqliteWriterConfig, ConfigError> {
-    let de = toml::Deserializer::new(text);
-    let mut cfg: SqliteWriterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        let at = inner
-            .span()
-            .map(|s| {
-                let (line, col) = line_col(text, s.start);
-                format!("line {line}, column {col}: ")
-            })
-            .unwrap_or_default();
-        // serde_path_to_error says "." for the top level.
-        let field = if field == "." { String::new() } else { field };
-        ConfigError::new(file, field, format!("{at}{}", inner.message().trim()))
-    })?;
+    let mut cfg: SqliteWriterConfig = FILE.parse(text, file)?;
     cfg.source = Some(file.to_owned());
     cfg.validate()?;
     Ok(cfg)
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset.min(text.len())).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
 }

@@ -117,6 +117,8 @@
 //! The crate treats the WMD and BCD as opaque XML strings: build the WMD
 //! yourself and return BCDs unchanged unless you add writer metadata.
 
+#[cfg(feature = "config")]
+pub mod config;
 mod error;
 #[cfg(feature = "process")]
 pub mod process;
