@@ -132,10 +132,14 @@ pub fn fs_magic(path: &Path) -> io::Result<i64> {
     // `st` is writable memory of the size statfs fills.
     check(unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) })?;
     // SAFETY: statfs returned 0, so it filled `st` completely.
-    let st = unsafe { st.assume_init() };
-    // f_type is signed on some ABIs (where btrfs's magic reads negative):
-    // magics are 32-bit values, so keep the low 32 bits, unsigned.
-    Ok(i64::from(st.f_type as u32))
+    Ok(magic_of(&unsafe { st.assume_init() }))
+}
+
+/// The filesystem type magic in `st`. f_type is signed on some ABIs (where
+/// btrfs's magic reads negative): magics are 32-bit values, so keep the
+/// low 32 bits, unsigned.
+fn magic_of(st: &libc::statfs) -> i64 {
+    i64::from(st.f_type as u32)
 }
 
 /// Free bytes available to unprivileged users on the filesystem holding
@@ -168,8 +172,7 @@ pub fn set_nocow_if_btrfs(file: &File) -> io::Result<bool> {
     // is writable memory of the size fstatfs fills.
     check(unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstatfs returned 0, so it filled `st` completely.
-    let st = unsafe { st.assume_init() };
-    if i64::from(st.f_type as u32) != magic::BTRFS {
+    if magic_of(&unsafe { st.assume_init() }) != magic::BTRFS {
         return Ok(false);
     }
     let mut flags = inode_flags(file)?;
