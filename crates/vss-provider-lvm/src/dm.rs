@@ -7,6 +7,17 @@ use std::process::Command;
 /// The device-mapper control node; absent when the kernel has no dm.
 pub const CONTROL: &str = "/dev/mapper/control";
 
+/// Whether the kernel has device-mapper. The control node can exist
+/// without the driver (a container's /dev, a kernel without dm): opening
+/// it then fails with ENODEV, which costs far less than a failing dmsetup.
+pub fn available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(CONTROL)
+        .is_ok()
+}
+
 /// What device-mapper says about one device.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DmStatus {

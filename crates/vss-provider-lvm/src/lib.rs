@@ -256,12 +256,12 @@ impl LvmProvider {
         }
         // Without device-mapper there is nothing to watch: say so once
         // instead of running dmsetup four times a second for nothing.
-        if !std::path::Path::new(dm::CONTROL).exists() {
+        if !dm::available() {
             if !self
                 .dm_absent_logged
                 .swap(true, std::sync::atomic::Ordering::SeqCst)
             {
-                tracing::info!("device-mapper is not available ({} missing); the LVM provider stays idle until it is", dm::CONTROL);
+                tracing::info!("device-mapper is not available ({} cannot be opened); the LVM provider stays idle until it is", dm::CONTROL);
             }
             return Vec::new();
         }
