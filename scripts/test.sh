@@ -10,6 +10,16 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then
   scripts/install-deps.sh
 fi
+# The build takes ~12 GB and the loop images live in $TMPDIR: a host disk
+# that fills up shows as ENOSPC inside the test volumes, so say it first.
+free_gb() { df -P --block-size=1G "$1" 2>/dev/null | awk 'NR == 2 { print $4 }'; }
+for d in "${CARGO_TARGET_DIR:-target}" "${TMPDIR:-/tmp}"; do
+  mkdir -p "$d"
+  if [ "$(free_gb "$d")" -lt 15 ]; then
+    echo "test.sh: WARNING: only $(free_gb "$d") GB free under $d (about 15 GB needed);" \
+      "tests may fail with 'No space left on device'" >&2
+  fi
+done
 cargo build --workspace --bins --examples --locked
 # vss-vmtest holds the VM lane's tests: they run only inside the guest
 # (scripts/vm-test.sh below), never on the host.
@@ -26,5 +36,6 @@ vm_rc=0
 scripts/vm-test.sh || vm_rc=$?
 if [ "$host_rc" -ne 0 ] || [ "$vm_rc" -ne 0 ]; then
   echo "test.sh: FAILED (host tests exit $host_rc, VM lane exit $vm_rc)" >&2
+  df -h "${CARGO_TARGET_DIR:-target}" "${TMPDIR:-/tmp}" >&2 || true
   exit 1
 fi
