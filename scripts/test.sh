@@ -15,8 +15,9 @@ fi
 free_gb() { df -P --block-size=1G "$1" 2>/dev/null | awk 'NR == 2 { print $4 }'; }
 for d in "${CARGO_TARGET_DIR:-target}" "${TMPDIR:-/tmp}"; do
   mkdir -p "$d"
-  if [ "$(free_gb "$d")" -lt 15 ]; then
-    echo "test.sh: WARNING: only $(free_gb "$d") GB free under $d (about 15 GB needed);" \
+  free=$(free_gb "$d")
+  if [ -n "$free" ] && [ "$free" -lt 15 ]; then
+    echo "test.sh: WARNING: only $free GB free under $d (about 15 GB needed);" \
       "tests may fail with 'No space left on device'" >&2
   fi
 done
