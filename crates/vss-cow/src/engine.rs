@@ -424,7 +424,12 @@ impl CowVolume {
             .data()
             .len()
             .map_err(|e| CowError::io("cannot size the data file", e))?;
-        state.allocated_slots = data_len / cs;
+        // A record can name a slot past the data file's end: a power cut
+        // that kept the journal's sync but not the data file's (nor its
+        // new length). Such copies are repaired or lost below; their slots
+        // count as allocated all the same, or accounting would find more
+        // free slots than slots once they are freed.
+        state.allocated_slots = (data_len / cs).max(state.used_slots_end());
         state.rebuild_free_slots();
         // Holes (space not taken) can be left by an older version, which
         // grew the file sparse. Without room to fill them, copies to those

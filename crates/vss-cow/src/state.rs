@@ -390,6 +390,11 @@ impl State {
         self.allocated_slots - self.free_slots.len() as u64
     }
 
+    /// One past the highest slot a copy uses (0 without copies).
+    pub fn used_slots_end(&self) -> u64 {
+        self.records.values().map(|p| p.slot + 1).max().unwrap_or(0)
+    }
+
     /// After a replay: every allocated slot no copy uses is free.
     pub fn rebuild_free_slots(&mut self) {
         let used: BTreeSet<u64> = self.records.values().map(|p| p.slot).collect();

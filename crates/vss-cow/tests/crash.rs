@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use vss_cow::{CowError, CowVolume, DirStorage, FileBacking, Tuning};
 
 const CHUNK: u32 = 4096;
@@ -63,21 +64,6 @@ fn live_hash(vol: &CowVolume) -> String {
         off += buf.len() as u64;
     }
     h.finalize().to_hex().to_string()
-}
-
-/// Tiny deterministic generator (the child's randomness need not be good).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// The child: works until killed. Protocol on stdout, one line each:
@@ -151,10 +137,7 @@ struct Reported {
 
 #[test]
 fn shadows_survive_sigkill_at_any_point() {
-    let rounds: u64 = std::env::var("VSS_COW_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let rounds = common::env_u64("VSS_COW_CRASH_ROUNDS", 300);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::File::create(dir.join("volume.img"))

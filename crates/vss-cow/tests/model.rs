@@ -318,10 +318,7 @@ fn run(ops: Vec<Op>, capacity: Option<u64>, tuning: Tuning) -> Result<(), TestCa
 }
 
 fn cases() -> u32 {
-    std::env::var("VSS_COW_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+    common::env_u64("VSS_COW_MODEL_CASES", 200) as u32
 }
 
 fn small_tuning(evict_at_limit: bool) -> Tuning {

@@ -13,3 +13,31 @@ pub fn options(chunk_size: u32, max_bytes: Option<u64>) -> CreateOptions {
         created_unix: 0,
     }
 }
+
+/// Tiny deterministic generator (xorshift): the tests' randomness need not
+/// be good, only repeatable. Seed it with a non-zero value.
+#[allow(dead_code)] // not every test binary draws numbers
+pub struct Rng(pub u64);
+
+#[allow(dead_code)]
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A number from the environment variable `name`, or `default`.
+#[allow(dead_code)] // not every test binary is tuned this way
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
