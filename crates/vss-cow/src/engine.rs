@@ -276,6 +276,12 @@ struct JournalTail {
     next_seq: u64,
     end: u64,
     reserved: u64,
+    /// A write or sync of the journal failed. Linux drops dirty pages
+    /// whose writeback failed, so records before the tail may never reach
+    /// the disk while later ones do, and replay would stop at the gap,
+    /// losing those later ones too (a shadow reported created, say). The
+    /// next append rewrites the journal from memory first.
+    damaged: bool,
 }
 
 /// Journal space is reserved ahead in steps of this size, so that an append
@@ -462,6 +468,7 @@ impl CowVolume {
                 next_seq,
                 end,
                 reserved: end,
+                damaged: false,
             }),
             state: Mutex::new(state),
             copies_made: AtomicU64::new(0),
@@ -814,6 +821,9 @@ impl CowVolume {
                 .unwrap_or_else(|_| Err(std::io::Error::other("sync thread panicked")));
             (d, j)
         });
+        if journal_synced.is_err() {
+            lock(&self.journal).damaged = true;
+        }
         let pending = write_lock(&self.pending);
         if let Err(e) = copies_written.and(data_synced).and(journal_synced) {
             // The live writes go ahead all the same (a live write never
@@ -1345,14 +1355,20 @@ impl CowVolume {
 
     fn append_locked(&self, jt: &mut JournalTail, records: &[Record]) -> CowResult<()> {
         self.write_records_locked(jt, records)?;
-        self.storage
-            .journal()
-            .sync()
-            .map_err(|e| CowError::io("cannot sync the journal", e))
+        self.storage.journal().sync().map_err(|e| {
+            jt.damaged = true;
+            CowError::io("cannot sync the journal", e)
+        })
     }
 
-    /// Appends records without syncing them; the caller syncs.
+    /// Appends records without syncing them; the caller syncs. The caller
+    /// must not hold `state` (a damaged journal is rewritten from it).
     fn write_records_locked(&self, jt: &mut JournalTail, records: &[Record]) -> CowResult<()> {
+        if jt.damaged {
+            let st = lock(&self.state);
+            self.rewrite_journal_locked(jt, &st)?;
+            tracing::warn!("journal rewritten after a failed write or sync");
+        }
         let mut frames = Vec::new();
         for (i, r) in records.iter().enumerate() {
             r.encode_frame(jt.next_seq + i as u64, &mut frames);
@@ -1384,9 +1400,10 @@ impl CowVolume {
             grown.map_err(grow_err)?;
             jt.reserved = journal.len().unwrap_or(end).max(end);
         }
-        journal
-            .write_at(&frames, jt.end)
-            .map_err(|e| CowError::io("cannot append to the journal", e))?;
+        journal.write_at(&frames, jt.end).map_err(|e| {
+            jt.damaged = true;
+            CowError::io("cannot append to the journal", e)
+        })?;
         jt.end = end;
         jt.next_seq += records.len() as u64;
         Ok(())
@@ -2185,6 +2202,12 @@ impl CowVolume {
         if jt.end < self.tuning.compact_after_bytes || jt.end < 4 * estimate {
             return Ok(());
         }
+        self.rewrite_journal_locked(&mut jt, &st)
+    }
+
+    /// Replaces the journal with the minimal set of records for `st`,
+    /// durably and atomically.
+    fn rewrite_journal_locked(&self, jt: &mut JournalTail, st: &State) -> CowResult<()> {
         let mut records = vec![
             Record::EpochFloor {
                 next_epoch: st.next_epoch,
@@ -2225,6 +2248,7 @@ impl CowVolume {
         jt.next_seq = records.len() as u64;
         jt.end = frames.len() as u64;
         jt.reserved = jt.end;
+        jt.damaged = false;
         Ok(())
     }
 }
