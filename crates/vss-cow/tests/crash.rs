@@ -148,14 +148,7 @@ fn shadows_survive_sigkill_at_any_point() {
     {
         let origin = Arc::new(FileBacking::open(&dir.join("volume.img"), true).unwrap());
         let storage = Arc::new(DirStorage::create(&dir.join("diff")).unwrap());
-        CowVolume::create(
-            origin,
-            storage,
-            common::options(CHUNK, Some(MAX_BYTES)),
-            tuning(),
-            None,
-        )
-        .unwrap();
+        common::create(origin, storage, CHUNK, Some(MAX_BYTES), tuning());
     }
     let exe = std::env::current_exe().unwrap();
     let mut reported = Reported::default();

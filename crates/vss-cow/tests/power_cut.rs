@@ -674,16 +674,13 @@ fn run(fail_one_in: u64) {
         1,
     );
     let (origin, storage) = files(&machine);
-    drop(
-        CowVolume::create(
-            origin,
-            storage,
-            common::options(CHUNK, Some(MAX_BYTES)),
-            tuning(),
-            None,
-        )
-        .expect("create"),
-    );
+    drop(common::create(
+        origin,
+        storage,
+        CHUNK,
+        Some(MAX_BYTES),
+        tuning(),
+    ));
     let mut images = {
         let m = lock(&machine);
         Images([ORIGIN, SUPERBLOCK, DATA, m.journal].map(|i| m.files[i].current.clone()))
@@ -766,16 +763,13 @@ fn a_copy_past_the_data_files_end_is_lost_and_its_slot_still_counted() {
     let open = |t: Tuning| {
         CowVolume::open(Arc::new(origin.clone()), Arc::new(storage.clone()), t, None).expect("open")
     };
-    drop(
-        CowVolume::create(
-            Arc::new(origin.clone()),
-            Arc::new(storage.clone()),
-            common::options(CHUNK, None),
-            plain.clone(),
-            None,
-        )
-        .expect("create"),
-    );
+    drop(common::create(
+        Arc::new(origin.clone()),
+        Arc::new(storage.clone()),
+        CHUNK,
+        None,
+        plain.clone(),
+    ));
     let (vol, _) = open(plain.clone());
     vol.create_shadow(1, &[], 0).unwrap();
     vol.write_live(&vec![7u8; CHUNK as usize], 0).unwrap();

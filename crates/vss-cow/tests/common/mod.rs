@@ -1,6 +1,8 @@
 //! What the engine's test binaries share.
 
-use vss_cow::CreateOptions;
+use std::sync::Arc;
+
+use vss_cow::{Backing, CowVolume, CreateOptions, StorageFiles, Tuning};
 
 /// Options for a test volume's shadow storage: fixed ids, created at the
 /// epoch, with `max_bytes` as its maximum size.
@@ -40,4 +42,23 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Formats shadow storage for `origin` with [`options`].
+#[allow(dead_code)] // not every test binary formats this way
+pub fn create(
+    origin: Arc<dyn Backing>,
+    storage: Arc<dyn StorageFiles>,
+    chunk_size: u32,
+    max_bytes: Option<u64>,
+    tuning: Tuning,
+) -> CowVolume {
+    CowVolume::create(
+        origin,
+        storage,
+        options(chunk_size, max_bytes),
+        tuning,
+        None,
+    )
+    .expect("create shadow storage")
 }
